@@ -1,0 +1,149 @@
+"""Compositing: the robot (and protected regions) over a new background, for a whole clip.
+
+``composite_clip`` is called once per (episode, camera, variant) with every frame, in
+order, and a :class:`~augment.variants.CameraPlan` drawn once for that clip. Per frame:
+
+1. the background, with the plan's background transforms (a static background is
+   transformed once and reused, so its pixels are identical in every frame);
+2. protected regions take the original frame's pixels;
+3. the robot, with the plan's robot transforms and harmonisation (both off by default),
+   is alpha-blended on top with a feathered edge (:func:`robot_alpha`);
+4. the plan's camera jitter shifts the whole frame.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from augment.jitter import jitter_clip
+from augment.photometric import apply_replay, harmonize_clip
+from augment.settings import CompositeSettings
+from augment.variants import CameraPlan
+
+
+def robot_alpha(foreground: np.ndarray, settings: CompositeSettings) -> np.ndarray:
+    """Opacity ``(H, W)`` float32 in [0, 1] of the robot over the background.
+
+    The mask ``M`` is ``foreground`` eroded by ``settings.erode_px`` and then dilated by
+    ``settings.dilate_px`` (Euclidean disks). With ``f = settings.feather_px``:
+
+    * alpha is exactly 1 on every pixel of ``M`` whose Euclidean distance to the nearest
+      pixel outside ``M`` is >= ``f``. That includes ``M`` eroded by a disk of radius
+      ``f`` (and by any square or elliptic kernel that covers that disk, such as
+      ``cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2r+1, 2r+1))`` with ``r >= f``);
+    * alpha is exactly 0 on every pixel outside ``M`` at distance >= ``f`` from the
+      nearest pixel of ``M``, so everywhere outside ``M`` dilated by that disk;
+    * in between it ramps linearly with the signed distance to the mask border, 1/2 at
+      the border. ``f <= 1`` gives a hard edge: alpha is ``M`` itself.
+    """
+    mask = np.asarray(foreground) != 0
+    alpha = np.zeros(mask.shape, dtype=np.float32)
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if rows.size == 0:
+        return alpha
+    # Work on the mask's bounding box plus a margin wider than any dilation or feather:
+    # the distances inside it are the same as on the whole frame, and alpha is 0 beyond.
+    margin = int(np.ceil(settings.dilate_px + settings.feather_px)) + 2
+    top, bottom = max(rows[0] - margin, 0), min(rows[-1] + margin + 1, mask.shape[0])
+    left, right = max(cols[0] - margin, 0), min(cols[-1] + margin + 1, mask.shape[1])
+    alpha[top:bottom, left:right] = _feathered(mask[top:bottom, left:right], settings)
+    return alpha
+
+
+def _feathered(mask: np.ndarray, settings: CompositeSettings) -> np.ndarray:
+    """:func:`robot_alpha` on a crop that holds the whole mask."""
+    if settings.erode_px > 0:
+        mask = _inside_distance(mask) > settings.erode_px
+    if settings.dilate_px > 0:
+        mask = mask | (_inside_distance(~mask) <= settings.dilate_px)
+    feather = float(settings.feather_px)
+    if feather <= 0 or not mask.any() or mask.all():
+        return mask.astype(np.float32)
+    signed = np.where(mask, _inside_distance(mask), -_inside_distance(~mask))
+    return np.clip((signed + feather) / (2.0 * feather), 0.0, 1.0).astype(np.float32)
+
+
+def composite_clip(
+    frames: np.ndarray,
+    foreground: np.ndarray,
+    background: np.ndarray,
+    protected: np.ndarray | None,
+    plan: CameraPlan,
+    settings: CompositeSettings,
+) -> np.ndarray:
+    """The augmented clip ``(T, H, W, 3)`` uint8.
+
+    ``frames`` (T, H, W, 3) uint8 RGB, the original clip; ``foreground`` (T, H, W) bool,
+    the robot in each frame; ``background`` (H, W, 3) uint8 (static) or (T, H, W, 3);
+    ``protected`` (H, W) bool or ``None``, pixels that keep the original frame.
+
+    Guarantees (with ``settings.robot_transforms`` empty and ``harmonize`` 0, before the
+    jitter, which shifts everything):
+
+    * robot pixels where :func:`robot_alpha` is 1 (see there: at least the robot mask
+      eroded by ``feather_px``) are bit-identical to ``frames``;
+    * protected pixels where alpha is 0 are bit-identical to ``frames``;
+    * every other pixel where alpha is 0 (at least everything outside the mask dilated
+      by ``feather_px``) equals the transformed background exactly, so with a static
+      background it is identical in every frame;
+    * the same inputs and plan give the same output.
+    """
+    frames = np.ascontiguousarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.dtype} {frames.shape}")
+    clip_shape = frames.shape[:3]
+    frame_shape = clip_shape[1:]
+    foreground = np.asarray(foreground) != 0
+    if foreground.shape != clip_shape:
+        raise ValueError(f"foreground must be (T, H, W) = {clip_shape}, got {foreground.shape}")
+    background = np.asarray(background)
+    if background.dtype != np.uint8 or background.shape not in (frames.shape, frames.shape[1:]):
+        raise ValueError(
+            f"background must be uint8 (H, W, 3) or (T, H, W, 3) matching frames {frames.shape}, "
+            f"got {background.dtype} {background.shape}"
+        )
+    if protected is not None:
+        protected = np.asarray(protected, dtype=bool)
+        if protected.shape != frame_shape:
+            raise ValueError(f"protected must be (H, W) = {frame_shape}, got {protected.shape}")
+    if tuple(plan.frame_shape) != frame_shape:
+        raise ValueError(f"the plan was drawn for frames of {tuple(plan.frame_shape)}, these are {frame_shape}")
+
+    alpha = np.stack([robot_alpha(mask, settings) for mask in foreground])
+    visible = alpha > 0
+
+    # Transforming a static background once is what makes it identical in every frame.
+    background = apply_replay(plan.background_replay, background, "composite.background_transforms")
+    robot = apply_replay(plan.robot_replay, frames, "composite.robot_transforms")
+    robot = harmonize_clip(robot, foreground, background, plan.harmonize, where=visible)
+
+    out = np.empty(frames.shape, dtype=np.uint8)
+    out[:] = background  # broadcasts a static background over the frames
+    # Masked copies go through cv2.copyTo: numpy's boolean-mask copies are 20x slower.
+    if protected is not None and protected.any():
+        protected_u8 = protected.astype(np.uint8)
+        for t in range(len(out)):
+            cv2.copyTo(frames[t], protected_u8, out[t])
+
+    # The soft edge is a thin band: blend only its pixels, addressed by flat index
+    # (numpy's multi-dimensional boolean indexing is several times slower).
+    edge = np.flatnonzero(visible & (alpha < 1))
+    out_pixels, robot_pixels = out.reshape(-1, 3), robot.reshape(-1, 3)
+    under = out_pixels[edge].astype(np.float32)
+    weight = alpha.reshape(-1)[edge][:, None]
+    blended = under + weight * (robot_pixels[edge].astype(np.float32) - under)
+    out_pixels[edge] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    opaque_u8 = (alpha >= 1).astype(np.uint8)
+    for t in range(len(out)):
+        cv2.copyTo(robot[t], opaque_u8[t], out[t])
+
+    return jitter_clip(out, plan.jitter_offset)
+
+
+def _inside_distance(mask: np.ndarray) -> np.ndarray:
+    """For each pixel of ``mask``, the exact Euclidean distance to the nearest pixel outside it (0 outside)."""
+    if mask.all():
+        # OpenCV returns a huge sentinel when there is no zero pixel; every pixel is "far".
+        return np.full(mask.shape, np.inf, dtype=np.float32)
+    return cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)

@@ -1,0 +1,134 @@
+"""Albumentations transforms from recipe specs, drawn once and replayed, and colour harmonisation.
+
+A recipe lists transforms as ``{ClassName: {kwargs}}`` (``- HueSaturationValue: {p: 1.0}``).
+Their random parameters are drawn once per (episode, camera, variant) with
+``A.ReplayCompose`` and stored in the plan as its replay record; replaying that record
+on every frame gives every frame the same look, so an augmented episode never flickers.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Mapping, Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+
+
+def transform_from_spec(spec: Any, where: str, pixel_level: bool = False) -> A.BasicTransform:
+    """Build one albumentations transform from ``{ClassName: {kwargs}}``.
+
+    Raises ``ValueError`` naming ``where`` for a malformed spec, an unknown class, bad
+    arguments (albumentations' strict mode), or, with ``pixel_level``, a transform that
+    moves pixels (anything but an ``ImageOnlyTransform``).
+    """
+    if not isinstance(spec, Mapping) or len(spec) != 1:
+        raise ValueError(f"{where}: expected one {{ClassName: {{argument: value}}}} mapping, got {spec!r}")
+    (name, kwargs), = spec.items()
+    kwargs = {} if kwargs is None else kwargs
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"{where}.{name}: arguments must be a mapping, got {kwargs!r}")
+    cls = getattr(A, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
+        raise ValueError(f"{where}: unknown albumentations transform {name!r}")
+    if pixel_level and not issubclass(cls, A.ImageOnlyTransform):
+        raise ValueError(
+            f"{where}: {name} moves pixels; only pixel-level (ImageOnlyTransform) transforms "
+            f"keep the robot aligned with its mask"
+        )
+    try:
+        return cls(**kwargs, strict=True)
+    except Exception as e:  # albumentations reports bad arguments as pydantic or plain errors
+        raise ValueError(f"{where}.{name}: invalid arguments {dict(kwargs)!r}: {e}") from None
+
+
+def transforms_from_specs(specs: Sequence[Any], where: str, pixel_level: bool = False) -> list[A.BasicTransform]:
+    """Build every transform of a recipe list; errors name ``where[index]``."""
+    if not isinstance(specs, (list, tuple)):
+        raise ValueError(f"{where}: expected a list of {{ClassName: {{argument: value}}}}, got {specs!r}")
+    return [transform_from_spec(spec, f"{where}[{i}]", pixel_level) for i, spec in enumerate(specs)]
+
+
+def draw_replay(
+    transforms: list[A.BasicTransform],
+    seed_sequence: np.random.SeedSequence,
+    frame_shape: tuple[int, int],
+) -> dict | None:
+    """Draw the transforms' random parameters once; the ``A.ReplayCompose`` record, or ``None``.
+
+    The draw runs on a black dummy frame of ``frame_shape``, so parameters that depend on
+    the image size (crops, noise maps) fit the camera. Parameters that albumentations
+    derives from image *content* are drawn from that dummy too; colour and noise
+    transforms have none.
+    """
+    if not transforms:
+        return None
+    compose = A.ReplayCompose(transforms)
+    numpy_state, python_state = seed_sequence.generate_state(2, np.uint64)
+    compose.set_random_state(np.random.default_rng(int(numpy_state)), random.Random(int(python_state)))
+    height, width = frame_shape
+    return compose(image=np.zeros((height, width, 3), np.uint8))["replay"]
+
+
+def apply_replay(replay: dict | None, pixels: np.ndarray, where: str) -> np.ndarray:
+    """Apply a drawn record to one ``(H, W, 3)`` image or to all of a ``(T, H, W, 3)`` clip.
+
+    Every frame of a clip gets the same parameters. The result must keep the input's
+    shape and dtype (uint8); otherwise ``ValueError`` names ``where``.
+    """
+    if replay is None:
+        return pixels
+    target = "image" if pixels.ndim == 3 else "images"
+    result = np.asarray(A.ReplayCompose.replay(replay, **{target: pixels})[target])
+    if result.shape != pixels.shape or result.dtype != pixels.dtype:
+        raise ValueError(
+            f"{where}: the transforms turned {pixels.dtype} {pixels.shape} into {result.dtype} "
+            f"{result.shape}; they must keep the size and the uint8 type"
+        )
+    return result
+
+
+def harmonize_clip(
+    frames: np.ndarray,
+    robot: np.ndarray,
+    background: np.ndarray,
+    strength: float,
+    where: np.ndarray | None = None,
+) -> np.ndarray:
+    """Pull the robot's colours toward the background's (Reinhard transfer in LAB).
+
+    ``frames`` (T, H, W, 3) uint8 RGB; ``robot`` (T, H, W) bool; ``background`` (H, W, 3)
+    or (T, H, W, 3) uint8 RGB. One per-channel affine map in LAB is fitted on the whole
+    clip (the robot pixels' mean/std onto the background's), so it does not flicker, and
+    blended with the identity by ``strength`` (0..1). Only pixels in ``where`` (T, H, W)
+    bool are mapped (default: the robot's); the others are copied. ``strength`` 0 or an
+    empty robot returns ``frames`` itself.
+    """
+    where = robot if where is None else where
+    if strength <= 0 or not robot.any() or not where.any():
+        return frames
+    robot_lab = _rgb_to_lab(frames[robot])
+    background_lab = _rgb_to_lab(background.reshape(-1, 3))
+    robot_mean, robot_std = robot_lab.mean(axis=0), robot_lab.std(axis=0)
+    background_mean, background_std = background_lab.mean(axis=0), background_lab.std(axis=0)
+    # A flat-coloured robot has std 0: leave its contrast alone rather than divide by 0.
+    scale = np.where(robot_std > 1e-3, background_std / np.maximum(robot_std, 1e-3), 1.0)
+    lab = _rgb_to_lab(frames[where])
+    transferred = (lab - robot_mean) * scale + background_mean
+    mixed = (lab + np.float32(strength) * (transferred - lab)).astype(np.float32)
+    out = frames.copy()
+    out[where] = _lab_to_rgb(mixed)
+    return out
+
+
+def _rgb_to_lab(pixels: np.ndarray) -> np.ndarray:
+    """(N, 3) uint8 RGB to (N, 3) float32 LAB (L in 0..100)."""
+    as_image = pixels.reshape(-1, 1, 3).astype(np.float32) / 255.0
+    return cv2.cvtColor(as_image, cv2.COLOR_RGB2LAB).reshape(-1, 3)
+
+
+def _lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """(N, 3) float32 LAB to (N, 3) uint8 RGB, out-of-gamut values clipped."""
+    rgb = cv2.cvtColor(lab.reshape(-1, 1, 3), cv2.COLOR_LAB2RGB).reshape(-1, 3)
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)

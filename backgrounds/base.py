@@ -1,0 +1,108 @@
+"""Background sources: where the new scene behind the robot comes from.
+
+Same shape as the mask sources (and Beam's ``ModelHandler``): ``load_model()`` once per
+worker, ``generate_batch(model, requests)`` for many (episode, camera, variant)
+requests. A background is drawn once per request from the request's seed and reused for
+every frame of the episode, which is what keeps an augmented episode free of flicker.
+
+Recipes choose a source by name (``background.source``); the rest of the
+``background`` section is validated against the source's ``Options`` dataclass.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+class BackgroundConfigError(ValueError):
+    """A background source cannot start with its options (empty library, missing model...)."""
+
+
+@dataclasses.dataclass
+class BackgroundRequest:
+    """Everything a source may use to draw one background for one (episode, camera, variant)."""
+
+    episode_key: str
+    camera: str
+    variant: int
+    seed: int  # derived from (recipe seed, episode key, camera, variant) by augment.variants
+    frames: np.ndarray  # (T, H, W, 3) uint8, the original frames
+    robot: np.ndarray  # (T, H, W) bool, every robot pixel (all labels >= 1)
+    replace: np.ndarray  # (H, W) bool, the pixels the recipe replaces when not covered by the robot
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the camera."""
+        return self.frames.shape[1], self.frames.shape[2]
+
+    def rng(self) -> np.random.Generator:
+        """The request's own generator: same seed, same background."""
+        return np.random.default_rng(self.seed)
+
+
+@dataclasses.dataclass
+class NoOptions:
+    """Options of a source that takes none."""
+
+
+class BackgroundSource(abc.ABC):
+    """Base class of every background source. Subclasses set ``name`` and ``Options``.
+
+    ``generate`` returns ``(H, W, 3)`` uint8 for a static background (the usual case) or
+    ``(T, H, W, 3)`` for one that follows the frames (``original``).
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any | None = None):
+        self.options = options if options is not None else self.Options()
+
+    def check(self) -> None:
+        """Raise :class:`BackgroundConfigError` naming the key or path if the source cannot run."""
+
+    def load_model(self) -> Any:
+        """Build what is heavy (a diffusion pipeline, an image index). ``None`` if nothing."""
+        return None
+
+    @abc.abstractmethod
+    def generate(self, model: Any, request: BackgroundRequest) -> np.ndarray:
+        """The background for one request, at the camera's size."""
+
+    def generate_batch(self, model: Any, requests: list[BackgroundRequest]) -> list[np.ndarray]:
+        """Backgrounds for several requests; sources that batch on a GPU override this."""
+        return [self.generate(model, request) for request in requests]
+
+
+#: name -> class, or "module:Class" for sources whose import is heavy (imported on first use).
+BACKGROUND_SOURCES: dict[str, type[BackgroundSource] | str] = {
+    "original": "backgrounds.original:OriginalBackground",
+    "procedural": "backgrounds.procedural:ProceduralBackground",
+    "images": "backgrounds.images:ImageLibraryBackground",
+    "clean_plate": "backgrounds.clean_plate:CleanPlateBackground",
+    "mix": "backgrounds.mix:MixBackground",
+    "diffusion": "backgrounds.diffusion:DiffusionInpaintBackground",
+}
+
+
+def register_background_source(cls: type[BackgroundSource]) -> type[BackgroundSource]:
+    """Class decorator: make ``cls`` available to recipes under ``cls.name``."""
+    BACKGROUND_SOURCES[cls.name] = cls
+    return cls
+
+
+def background_source_class(name: str) -> type[BackgroundSource]:
+    """The registered class for ``name``; raises ``KeyError`` naming the known sources."""
+    if name not in BACKGROUND_SOURCES:
+        raise KeyError(f"unknown background source {name!r}; known: {', '.join(sorted(BACKGROUND_SOURCES))}")
+    entry = BACKGROUND_SOURCES[name]
+    if isinstance(entry, str):
+        module_name, class_name = entry.split(":")
+        entry = getattr(importlib.import_module(module_name), class_name)
+        BACKGROUND_SOURCES[name] = entry
+    return entry

@@ -1,0 +1,91 @@
+"""The episode as it travels through the pipeline.
+
+An :class:`Episode` carries the decoded RLDS example with its image features still
+encoded (``example["steps"]`` is a list of step dicts, as TFDS encodes them), plus what the
+stages add: label maps per camera, then backgrounds per (camera, variant). Every stage
+returns a new ``Episode`` (``with_masks``, ``with_backgrounds``) rather than mutating the
+one it received, as Beam expects of elements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import cv2
+import numpy as np
+
+from segmentation.labels import mask_feature_name
+
+
+@dataclasses.dataclass
+class Episode:
+    key: str  # "<split>/<index:06d>", see rlds_io.episode_key
+    split: str
+    index: int
+    example: dict[str, Any]
+    masks: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # camera -> (T, H, W) uint8
+    backgrounds: dict[tuple[str, int], np.ndarray] = dataclasses.field(default_factory=dict)  # (camera, variant)
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # time per stage
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        return self.example["steps"]
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.steps)
+
+    def encoded_frames(self, camera: str) -> list[bytes]:
+        """The camera's frames as stored (JPEG or PNG bytes), in order."""
+        return [step["observation"][camera] for step in self.steps]
+
+    def frames(self, camera: str) -> np.ndarray:
+        """The camera's frames decoded: ``(T, H, W, 3)`` uint8 RGB."""
+        return np.stack([decode_image(data, f"{self.key} {camera}") for data in self.encoded_frames(camera)])
+
+    def observation_arrays(self, names: list[str]) -> dict[str, np.ndarray]:
+        """Per-step observation fields stacked over steps; encoded images are decoded."""
+        arrays = {}
+        for name in names:
+            values = [step["observation"][name] for step in self.steps]
+            if isinstance(values[0], bytes):
+                arrays[name] = np.stack([decode_image(v, f"{self.key} {name}") for v in values])
+            else:
+                arrays[name] = np.stack([np.asarray(v) for v in values])
+        return arrays
+
+    def with_masks(self, masks: dict[str, np.ndarray], seconds: float) -> "Episode":
+        return dataclasses.replace(self, masks=dict(masks), seconds={**self.seconds, "segment": seconds})
+
+    def with_backgrounds(self, backgrounds: dict[tuple[str, int], np.ndarray], seconds: float) -> "Episode":
+        return dataclasses.replace(self, backgrounds=dict(backgrounds), seconds={**self.seconds, "background": seconds})
+
+    def output_example(self, frames: dict[str, np.ndarray], masks: dict[str, np.ndarray], augmentation: str) -> dict[str, Any]:
+        """A writable example: the source's fields, ``frames`` and ``masks`` replacing
+        theirs (cameras not in ``frames`` keep their original bytes), plus provenance."""
+        example = dict(self.example)
+        example["episode_metadata"] = {**self.example.get("episode_metadata", {}), "augmentation": augmentation}
+        steps = []
+        for t, step in enumerate(self.steps):
+            observation = dict(step["observation"])
+            for camera, clip in frames.items():
+                observation[camera] = clip[t]
+            for camera, labels in masks.items():
+                observation[mask_feature_name(camera)] = labels[t][..., None]
+            steps.append({**step, "observation": observation})
+        example["steps"] = steps
+        return example
+
+
+def decode_image(data: bytes, where: str) -> np.ndarray:
+    """Decode JPEG/PNG bytes: RGB ``(H, W, 3)`` or one-channel ``(H, W)`` uint8."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"{where}: undecodable image ({len(data)} bytes)")
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[..., 0]
+    if image.ndim == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
+    return image
+

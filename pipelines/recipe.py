@@ -1,0 +1,345 @@
+"""Recipes: one YAML file per augmentation, validated before any Beam work starts.
+
+A recipe is parsed into typed dataclasses. Every section is checked key by key against
+its dataclass's type hints; the ``segmentation`` and ``background`` sections are checked
+against the chosen source's own ``Options`` dataclass, so each source documents its keys
+in one place. Any problem raises :class:`RecipeError`, whose message names the key (or
+path) and what is allowed; the command line turns it into exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import types
+import typing
+from typing import Any, Union
+
+import yaml
+
+from augment.settings import CompositeSettings
+from backgrounds.base import BackgroundConfigError, BackgroundSource, background_source_class
+from segmentation.labels import TARGETS
+from segmentation.sources import MaskSource, SourceConfigError, mask_source_class
+
+
+class RecipeError(ValueError):
+    """A recipe is invalid; the message names the key or path."""
+
+
+@dataclasses.dataclass
+class InputSettings:
+    dir: str  # a TFDS version folder: local path or gs://
+    splits: list[str] = dataclasses.field(default_factory=list)  # empty: every split
+    cameras: list[str] = dataclasses.field(default_factory=list)  # empty: every camera
+    max_episodes: int | None = None  # per split, the first N
+
+
+@dataclasses.dataclass
+class SegmentationSettings:
+    source: str = "none"  # none | dataset | robotseg | sam2 (see segmentation.sources)
+    targets: list[str] = dataclasses.field(default_factory=lambda: ["robot"])  # kept as foreground
+    batch_size: int = 1  # episodes per RunInference call
+    large_model: bool = False  # one model per machine, shared by worker processes
+    model_copies: int | None = None  # copies of a large model per machine
+    options: Any = None  # the source's own Options dataclass
+
+
+@dataclasses.dataclass
+class BackgroundSettings:
+    source: str = "none"  # none | original | procedural | images | clean_plate | mix | diffusion
+    batch_size: int = 4  # episodes per RunInference call
+    large_model: bool = False
+    model_copies: int | None = None
+    options: Any = None  # the source's own Options dataclass
+
+
+@dataclasses.dataclass
+class OutputSettings:
+    dir: str  # the dataset goes to <dir>/<name>/<version>/, report and previews to <dir>/
+    name: str | None = None  # default: the source dataset's name
+    version: str | None = None  # default: the source dataset's version
+    variants_per_episode: int = 1
+    keep_original: bool = False  # also write each source episode unchanged
+    write_masks: bool = False  # add steps/observation/<camera>_robot_mask
+    previews: int = 4  # episodes (per split) with a contact sheet and a GIF
+    preview_frames: int = 4  # frames per contact sheet
+    overwrite: bool = False  # replace an existing output dataset
+
+
+@dataclasses.dataclass
+class RunnerSettings:
+    workers: int = 0  # local worker processes; 0: every core
+    progress_seconds: float = 10.0  # how often workers log progress
+
+
+@dataclasses.dataclass
+class Recipe:
+    """A validated recipe. ``sha256`` is the hash of the effective (overridden) recipe."""
+
+    input: InputSettings
+    output: OutputSettings
+    name: str = "recipe"
+    description: str = ""
+    seed: int = 0
+    fail_fast: bool = False  # stop at the first failed episode instead of reporting it
+    segmentation: SegmentationSettings = dataclasses.field(default_factory=SegmentationSettings)
+    background: BackgroundSettings = dataclasses.field(default_factory=BackgroundSettings)
+    composite: CompositeSettings = dataclasses.field(default_factory=CompositeSettings)
+    runner: RunnerSettings = dataclasses.field(default_factory=RunnerSettings)
+    sha256: str = ""
+
+    @property
+    def augments(self) -> bool:
+        """Whether frames are changed (otherwise the recipe copies, or only adds masks)."""
+        return self.background.source != "none"
+
+    def mask_source(self) -> MaskSource | None:
+        """The configured mask source, or ``None``."""
+        if self.segmentation.source == "none":
+            return None
+        return mask_source_class(self.segmentation.source)(self.segmentation.options)
+
+    def background_source(self) -> BackgroundSource | None:
+        """The configured background source, or ``None``."""
+        if self.background.source == "none":
+            return None
+        return background_source_class(self.background.source)(self.background.options)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+def load_recipe(path: str, overrides: list[str] | None = None) -> Recipe:
+    """Read, override (``a.b=value`` strings) and validate the recipe at ``path``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(raw).__name__}")
+    for override in overrides or []:
+        apply_override(raw, override)
+    recipe = recipe_from_dict(raw)
+    recipe.sha256 = content_sha256(raw)
+    return recipe
+
+
+def content_sha256(raw: dict) -> str:
+    """Hash of the recipe keys that decide the output's content.
+
+    Where the output goes, whether it may be overwritten and how many local workers run
+    do not change a single output byte, so they are left out: the same recipe run into
+    two folders writes byte-identical shards.
+    """
+    content = {k: v for k, v in raw.items() if k != "runner"}
+    if isinstance(content.get("output"), dict):
+        content["output"] = {k: v for k, v in content["output"].items() if k not in ("dir", "overwrite")}
+    return hashlib.sha256(yaml.safe_dump(content, sort_keys=True).encode()).hexdigest()
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Apply one ``--set a.b.c=value`` to the raw recipe; the value is parsed as YAML."""
+    if "=" not in override:
+        raise RecipeError(f"--set {override!r}: expected KEY=VALUE, for example output.dir=/tmp/out")
+    dotted, value_text = override.split("=", 1)
+    keys = dotted.strip().split(".")
+    node = raw
+    for depth, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"--set {dotted}: {'.'.join(keys[: depth + 1])} is not a section")
+        node = child
+    node[keys[-1]] = yaml.safe_load(value_text) if value_text != "" else ""
+
+
+_SECTIONS = {
+    "input": InputSettings,
+    "output": OutputSettings,
+    "composite": CompositeSettings,
+    "runner": RunnerSettings,
+}
+
+
+def recipe_from_dict(raw: dict) -> Recipe:
+    """Validate a raw recipe mapping into a :class:`Recipe` (no file system checks)."""
+    allowed = {f.name for f in dataclasses.fields(Recipe)} - {"sha256"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise RecipeError(f"{unknown[0]}: unknown key; allowed top-level keys: {', '.join(sorted(allowed))}")
+    for required in ("input", "output"):
+        if required not in raw:
+            raise RecipeError(f"{required}: missing section (it needs at least {required}.dir)")
+
+    values: dict[str, Any] = {}
+    for key in ("name", "description", "seed", "fail_fast"):
+        if key in raw:
+            values[key] = check_type(raw[key], typing.get_type_hints(Recipe)[key], key)
+    for key, cls in _SECTIONS.items():
+        if key in raw:
+            values[key] = dataclass_from_dict(cls, raw[key], key)
+    values["segmentation"] = _source_section(
+        SegmentationSettings, raw.get("segmentation", {}), "segmentation", mask_source_class
+    )
+    values["background"] = _source_section(
+        BackgroundSettings, raw.get("background", {}), "background", background_source_class
+    )
+    recipe = Recipe(**values)
+    _check_cross_section(recipe)
+    return recipe
+
+
+def _source_section(cls, raw: Any, key_path: str, lookup) -> Any:
+    """A section whose ``source`` key picks a registry entry that owns the other keys."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{key_path}: expected a mapping, got {type(raw).__name__}")
+    common = {f.name for f in dataclasses.fields(cls)} - {"options"}
+    section = dataclass_from_dict(cls, {k: v for k, v in raw.items() if k in common}, key_path)
+    source_options = {k: v for k, v in raw.items() if k not in common}
+    if section.source == "none":
+        if source_options:
+            first = sorted(source_options)[0]
+            raise RecipeError(f"{key_path}.{first}: unknown key for {key_path}.source=none; allowed: {', '.join(sorted(common))}")
+        return section
+    try:
+        source_cls = lookup(section.source)
+    except KeyError as e:
+        raise RecipeError(f"{key_path}.source: {e.args[0]} (or none)") from None
+    option_names = {f.name for f in dataclasses.fields(source_cls.Options)}
+    unknown = sorted(set(source_options) - option_names)
+    if unknown:
+        raise RecipeError(
+            f"{key_path}.{unknown[0]}: unknown key for {key_path}.source={section.source}; "
+            f"allowed: {', '.join(sorted(common | option_names))}"
+        )
+    section.options = dataclass_from_dict(source_cls.Options, source_options, key_path)
+    return section
+
+
+def _check_cross_section(recipe: Recipe) -> None:
+    for target in recipe.segmentation.targets:
+        if target not in TARGETS:
+            raise RecipeError(f"segmentation.targets: unknown target {target!r}; allowed: {', '.join(TARGETS)}")
+    if recipe.output.variants_per_episode < 1:
+        raise RecipeError("output.variants_per_episode: must be >= 1")
+    if recipe.output.write_masks and recipe.segmentation.source == "none":
+        raise RecipeError("output.write_masks: needs a segmentation.source (dataset, robotseg or sam2)")
+    if recipe.runner.workers < 0:
+        raise RecipeError("runner.workers: must be >= 0 (0 means every core)")
+    if recipe.input.max_episodes is not None and recipe.input.max_episodes < 1:
+        raise RecipeError("input.max_episodes: must be >= 1 (or null for all)")
+    try:
+        recipe.composite.validate()
+    except ValueError as e:
+        message = str(e)
+        raise RecipeError(message if message.startswith("composite") else f"composite.{message}") from None
+
+
+def check_sources(recipe: Recipe, observation_features: dict, cameras: list[str]) -> None:
+    """Ask each configured source whether it can run (paths, checkpoints, features)."""
+    try:
+        mask_source = recipe.mask_source()
+        if mask_source is not None:
+            mask_source.check(observation_features, cameras)
+        background_source = recipe.background_source()
+        if background_source is not None:
+            background_source.check()
+    except (SourceConfigError, BackgroundConfigError) as e:
+        raise RecipeError(str(e)) from None
+
+
+# ---------------------------------------------------------------------------------------
+# Type checking from dataclass type hints
+
+
+def dataclass_from_dict(cls, raw: Any, key_path: str):
+    """Build dataclass ``cls`` from ``raw``, naming ``key_path.key`` in every error."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{key_path}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise RecipeError(f"{key_path}.{unknown[0]}: unknown key; allowed: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, field in fields.items():
+        if name in raw:
+            values[name] = check_type(raw[name], hints[name], f"{key_path}.{name}")
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise RecipeError(f"{key_path}.{name}: required key is missing")
+    return cls(**values)
+
+
+def check_type(value: Any, hint: Any, key_path: str) -> Any:
+    """Return ``value`` if it fits ``hint`` (ints accepted for floats), else raise naming the key."""
+    if hint is Any:
+        return value
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return check_type(value, option, key_path)
+            except RecipeError as e:
+                errors.append(e)
+        raise RecipeError(f"{key_path}: expected {_type_name(hint)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"{key_path}: expected a list ({_type_name(hint)}), got {value!r}")
+        (item,) = typing.get_args(hint) or (Any,)
+        return [check_type(v, item, f"{key_path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{key_path}: expected a mapping ({_type_name(hint)}), got {value!r}")
+        key_type, value_type = typing.get_args(hint) or (Any, Any)
+        return {check_type(k, key_type, key_path): check_type(v, value_type, f"{key_path}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{key_path}: expected a list ({_type_name(hint)}), got {value!r}")
+        return tuple(value)
+    if dataclasses.is_dataclass(hint):
+        return dataclass_from_dict(hint, value, key_path)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif isinstance(hint, type) and isinstance(value, hint):
+        return value
+    raise RecipeError(f"{key_path}: expected {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    if isinstance(hint, type):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
+
+
+def resolve_path(path: str) -> str:
+    """Absolute local path (remote URLs such as ``gs://`` unchanged)."""
+    if "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))

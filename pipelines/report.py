@@ -1,0 +1,109 @@
+"""The run's accounting: ``report.json``, ``failures.jsonl`` and the closing summary.
+
+Every input episode leaves exactly one record (written or failed), so
+``episodes_in == episodes_written + episodes_failed`` holds by construction and is
+checked again here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from pipelines.stages import EpisodeRecord
+
+
+@dataclasses.dataclass
+class RunReport:
+    recipe: str
+    recipe_sha256: str
+    input_dir: str
+    output_dataset: str
+    splits: dict[str, dict[str, int]]
+    episodes_in: int
+    episodes_written: int
+    episodes_failed: int
+    output_episodes: int
+    frames: int
+    wall_seconds: float
+    frames_per_second: float
+    episodes_per_second: float
+    seconds_per_stage: dict[str, float]
+    mask_coverage: dict[str, float]
+    failures: list[dict[str, Any]]
+
+    @property
+    def ok(self) -> bool:
+        return self.episodes_failed == 0
+
+    def summary(self) -> str:
+        """The few lines printed at the end of every run."""
+        lines = [
+            f"episodes in {self.episodes_in}, written {self.episodes_written}, failed {self.episodes_failed} "
+            f"({self.output_episodes} output episodes)",
+            f"frames {self.frames} in {self.wall_seconds:.1f} s: {self.frames_per_second:.1f} frames/s, "
+            f"{self.episodes_per_second:.2f} episodes/s",
+            f"dataset: {self.output_dataset}",
+        ]
+        if self.failures:
+            lines.append(f"failures: {len(self.failures)} (see failures.jsonl); first: {self.failures[0]['key']}: {self.failures[0]['reason']}")
+        return "\n".join(lines)
+
+
+def build_report(records: list[EpisodeRecord], *, recipe_name: str, recipe_sha256: str, input_dir: str,
+                 output_dataset: str, wall_seconds: float) -> RunReport:
+    """Aggregate per-episode records into the run's report."""
+    written = [r for r in records if r.status == "written"]
+    failures = sorted((r for r in records if r.status == "failed"), key=lambda r: r.key)
+    splits: dict[str, dict[str, int]] = {}
+    for r in records:
+        counts = splits.setdefault(r.split, {"episodes_in": 0, "episodes_written": 0, "episodes_failed": 0})
+        counts["episodes_in"] += 1
+        counts["episodes_written" if r.status == "written" else "episodes_failed"] += 1
+    stages = sorted({stage for r in written for stage in r.seconds})
+    frames = sum(r.frames for r in written)
+    coverage_keys = sorted({k for r in written for k in r.coverage})
+    report = RunReport(
+        recipe=recipe_name,
+        recipe_sha256=recipe_sha256,
+        input_dir=input_dir,
+        output_dataset=output_dataset,
+        splits=dict(sorted(splits.items())),
+        episodes_in=len(records),
+        episodes_written=len(written),
+        episodes_failed=len(failures),
+        output_episodes=sum(r.written for r in written),
+        frames=frames,
+        wall_seconds=round(wall_seconds, 3),
+        frames_per_second=round(frames / wall_seconds, 2) if wall_seconds > 0 else 0.0,
+        episodes_per_second=round(len(written) / wall_seconds, 3) if wall_seconds > 0 else 0.0,
+        # Summed over episodes (worker time), not wall time: workers run in parallel.
+        seconds_per_stage={s: round(sum(r.seconds.get(s, 0.0) for r in written), 3) for s in stages},
+        mask_coverage={k: round(float(np.mean([r.coverage[k] for r in written if k in r.coverage])), 5) for k in coverage_keys},
+        failures=[{"key": r.key, "split": r.split, "stage": r.stage, "reason": r.reason, "source": r.source} for r in failures],
+    )
+    assert report.episodes_in == report.episodes_written + report.episodes_failed
+    return report
+
+
+def write_report(report: RunReport, output_dir: str) -> None:
+    """``report.json`` and ``failures.jsonl`` (always written, empty when nothing failed)."""
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(dataclasses.asdict(report), f, indent=2, sort_keys=True)
+    with open(os.path.join(output_dir, "failures.jsonl"), "w", encoding="utf-8") as f:
+        for failure in report.failures:
+            f.write(json.dumps(failure, sort_keys=True) + "\n")
+
+
+def read_records(paths: list[str]) -> list[EpisodeRecord]:
+    """Load the records the workers wrote (JSON lines)."""
+    records = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            records.extend(EpisodeRecord(**json.loads(line)) for line in f if line.strip())
+    return records

@@ -1,0 +1,4 @@
+"""Robot masks: the label convention, mask sources (stored masks, RobotSeg, SAM 2) and metrics."""
+
+from segmentation.labels import ARM, BACKGROUND, BODY, GRIPPER, TARGETS, mask_feature_name, target_mask, targets_mask
+from segmentation.sources import MASK_SOURCES, CameraClip, MaskSource, SourceConfigError, mask_source_class, register_mask_source
