@@ -110,6 +110,9 @@ def composite_clip(
     if tuple(plan.frame_shape) != frame_shape:
         raise ValueError(f"the plan was drawn for frames of {tuple(plan.frame_shape)}, these are {frame_shape}")
 
+    if len(frames) == 0:
+        return frames.copy()
+
     alpha = np.stack([robot_alpha(mask, settings) for mask in foreground])
     visible = alpha > 0
 

@@ -67,7 +67,9 @@ def clean_plate(
     every frame are inpainted (Telea, ``inpaint_radius`` pixels of context).
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or robot.shape != frames.shape[:3]:
-        raise ValueError(f"clean_plate needs frames (T, H, W, 3) and robot (T, H, W); got {frames.shape} and {robot.shape}")
+        raise ValueError(
+            f"clean_plate needs frames (T, H, W, 3) and robot (T, H, W); got {frames.shape} and {robot.shape}"
+        )
     hidden = dilated_masks(robot, dilate_px)
     plate, seen = visible_median(frames, hidden)
     if not seen.any():
@@ -100,10 +102,11 @@ class CleanPlateBackground(BackgroundSource):
     key_path = "background"
 
     def check(self) -> None:
-        if self.options.dilate_px < 0:
-            raise BackgroundConfigError(f"{self.key_path}.dilate_px must be >= 0, got {self.options.dilate_px}")
-        if self.options.inpaint_radius < 1:
-            raise BackgroundConfigError(f"{self.key_path}.inpaint_radius must be >= 1, got {self.options.inpaint_radius}")
+        options = self.options
+        if options.dilate_px < 0:
+            raise BackgroundConfigError(f"{self.key_path}.dilate_px must be >= 0, got {options.dilate_px}")
+        if options.inpaint_radius < 1:
+            raise BackgroundConfigError(f"{self.key_path}.inpaint_radius must be >= 1, got {options.inpaint_radius}")
 
     def generate(self, model, request: BackgroundRequest) -> np.ndarray:
         return clean_plate(request.frames, request.robot, self.options.dilate_px, self.options.inpaint_radius)

@@ -107,7 +107,11 @@ def test_source_returns_the_plate_for_every_seed():
 
 
 @pytest.mark.parametrize(
-    "options, key", [(CleanPlateOptions(dilate_px=-1), "background.dilate_px"), (CleanPlateOptions(inpaint_radius=0), "background.inpaint_radius")]
+    "options, key",
+    [
+        (CleanPlateOptions(dilate_px=-1), "background.dilate_px"),
+        (CleanPlateOptions(inpaint_radius=0), "background.inpaint_radius"),
+    ],
 )
 def test_check_names_the_key(options, key):
     with pytest.raises(BackgroundConfigError, match=key):

@@ -12,7 +12,8 @@ def test_original_returns_the_episode_frames_for_every_seed():
     source = OriginalBackground()
     source.check()
     for seed in (0, 7):
-        request = BackgroundRequest("episode_0", "image_0", 0, seed, frames, np.zeros((4, 10, 14), bool), np.ones((10, 14), bool))
+        robot, replace = np.zeros((4, 10, 14), bool), np.ones((10, 14), bool)
+        request = BackgroundRequest("episode_0", "image_0", 0, seed, frames, robot, replace)
         background = source.generate(source.load_model(), request)
         assert background.shape == (4, 10, 14, 3) and background.dtype == np.uint8
         np.testing.assert_array_equal(background, frames)

@@ -1,0 +1,33 @@
+# The README's two commands: `make demo` and `make test`. Each creates the virtual
+# environment on first use (Python 3.11), installs the project, and runs.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SAMPLE := data/sample/oxe_augment_sample/1.0.0
+
+.PHONY: demo test test-fast test-slow install clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+# Generate the sample data if absent, run the demo recipe, say where the results are.
+demo: install
+	@test -f $(SAMPLE)/dataset_info.json || $(BIN)/oxe-augment sample-data $(SAMPLE)
+	$(BIN)/oxe-augment run configs/demo.yaml
+
+# The default suite, then the learning tests (marked slow) on their own.
+test: install
+	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -m slow tests
+
+test-fast: install
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf out data/sample

@@ -1,0 +1,272 @@
+"""Video mask metrics: region similarity J, boundary accuracy F and J&F (DAVIS / SA-V).
+
+* J is the intersection over union of a predicted and a ground-truth mask.
+* F is the F-measure of boundary precision and recall: boundary pixels (DAVIS's
+  ``seg2bmap``) count as matched when a boundary pixel of the other mask lies within
+  a disk whose radius is ``bound_th`` of the image diagonal (0.008, DAVIS's default),
+  rounded up to whole pixels.
+* J&F is their mean.
+
+Scores are computed per target (``robot``, ``arm``, ``gripper``; see
+``segmentation.labels.target_mask``) on label maps, per frame, averaged per episode,
+and overall as the mean of the per-episode means (every episode weighs the same, as
+in SA-V and DAVIS). As in SA-V, the first and last annotated frames of a clip are not
+scored by default (the first is often the prompt frame). An empty prediction of an
+empty target is a perfect frame (J = F = 1).
+
+No TensorFlow or Beam here: ``pipelines/evaluate.py`` reads datasets and calls these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Iterable, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from segmentation.labels import TARGETS, target_mask
+
+#: DAVIS's boundary tolerance, as a fraction of the image diagonal.
+BOUND_TH = 0.008
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetScore:
+    """J, F and their mean J&F for one target, each in [0, 1]."""
+
+    J: float
+    F: float
+    JF: float
+
+    @classmethod
+    def of(cls, j: float, f: float) -> "TargetScore":
+        """Score with J&F derived from ``j`` and ``f``."""
+        return cls(J=float(j), F=float(f), JF=(float(j) + float(f)) / 2)
+
+    @classmethod
+    def mean(cls, scores: Sequence["TargetScore"]) -> "TargetScore":
+        """Mean of several scores (J and F averaged; J&F is then their mean)."""
+        if not scores:
+            raise ValueError("cannot average an empty list of scores")
+        return cls.of(float(np.mean([s.J for s in scores])), float(np.mean([s.F for s in scores])))
+
+    def as_dict(self) -> dict[str, float]:
+        return {"J": self.J, "F": self.F, "JF": self.JF}
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameScores:
+    """Scores of one frame of one camera."""
+
+    camera: str
+    frame: int  # frame (step) index inside the clip
+    targets: dict[str, TargetScore]
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeScores:
+    """Scores of one compared episode: every scored frame of every camera, and their mean.
+
+    ``key`` names the ground-truth episode, ``pred_key`` the prediction that was scored
+    against it (they differ when a pipeline output names its source episode).
+    """
+
+    key: str
+    pred_key: str
+    frames: tuple[FrameScores, ...]
+    mean: dict[str, TargetScore]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    """A whole comparison: per-episode scores, the overall means and what did not match."""
+
+    episodes: tuple[EpisodeScores, ...]
+    overall: dict[str, TargetScore]
+    unmatched_pred: tuple[str, ...] = ()
+    unmatched_gt: tuple[str, ...] = ()
+    skip_first_last: bool = True
+
+    def to_json(self) -> str:
+        """JSON text: ``overall`` maps each target to ``{"J", "F", "JF"}``; per-episode means follow."""
+        return json.dumps(
+            {
+                "overall": {target: score.as_dict() for target, score in self.overall.items()},
+                "num_episodes": len(self.episodes),
+                "skip_first_last": self.skip_first_last,
+                "episodes": [
+                    {
+                        "key": episode.key,
+                        "pred_key": episode.pred_key,
+                        "num_frames": len(episode.frames),
+                        "mean": {target: score.as_dict() for target, score in episode.mean.items()},
+                    }
+                    for episode in self.episodes
+                ],
+                "unmatched_pred": list(self.unmatched_pred),
+                "unmatched_gt": list(self.unmatched_gt),
+            },
+            indent=2,
+        )
+
+
+def region_similarity(pred: np.ndarray, gt: np.ndarray) -> float:
+    """J: intersection over union of two boolean masks; 1 when both are empty."""
+    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    _check_same_shape(pred, gt)
+    union = np.count_nonzero(pred | gt)
+    if union == 0:
+        return 1.0
+    return np.count_nonzero(pred & gt) / union
+
+
+def boundary_map(mask: np.ndarray) -> np.ndarray:
+    """DAVIS's ``seg2bmap`` at the mask's own size: pixels where the mask changes.
+
+    A pixel is on the boundary when it differs from its east, south or south-east
+    neighbour, so the boundary of a filled rectangle rows [r0, r1] x cols [c0, c1] is the
+    outline of rows [r0 - 1, r1] x cols [c0 - 1, c1].
+    """
+    seg = np.asarray(mask, bool)
+    east = np.zeros_like(seg)
+    south = np.zeros_like(seg)
+    south_east = np.zeros_like(seg)
+    east[:, :-1] = seg[:, 1:]
+    south[:-1, :] = seg[1:, :]
+    south_east[:-1, :-1] = seg[1:, 1:]
+    boundary = (seg ^ east) | (seg ^ south) | (seg ^ south_east)
+    boundary[-1, :] = seg[-1, :] ^ east[-1, :]
+    boundary[:, -1] = seg[:, -1] ^ south[:, -1]
+    boundary[-1, -1] = False
+    return boundary
+
+
+def boundary_tolerance_px(shape: tuple[int, int], bound_th: float = BOUND_TH) -> int:
+    """Matching radius in pixels: ``bound_th`` of the diagonal rounded up, or ``bound_th`` itself if >= 1."""
+    if bound_th >= 1:
+        return int(bound_th)
+    return math.ceil(bound_th * math.hypot(shape[0], shape[1]))
+
+
+def _disk(radius: int) -> np.ndarray:
+    # The disk DAVIS dilates with (skimage.morphology.disk): offsets with x^2 + y^2 <= r^2.
+    # OpenCV's MORPH_ELLIPSE is a slightly different shape, so build it here.
+    y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return (x * x + y * y <= radius * radius).astype(np.uint8)
+
+
+def boundary_f_measure(pred: np.ndarray, gt: np.ndarray, bound_th: float = BOUND_TH) -> float:
+    """F: F-measure of boundary precision and recall within the DAVIS tolerance band.
+
+    Both empty -> 1; exactly one empty -> 0.
+    """
+    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    _check_same_shape(pred, gt)
+    pred_boundary = boundary_map(pred)
+    gt_boundary = boundary_map(gt)
+    n_pred = np.count_nonzero(pred_boundary)
+    n_gt = np.count_nonzero(gt_boundary)
+    if n_pred == 0 and n_gt == 0:
+        return 1.0
+    if n_pred == 0 or n_gt == 0:
+        return 0.0
+
+    disk = _disk(boundary_tolerance_px(pred.shape, bound_th))
+    pred_dilated = cv2.dilate(pred_boundary.astype(np.uint8), disk).astype(bool)
+    gt_dilated = cv2.dilate(gt_boundary.astype(np.uint8), disk).astype(bool)
+    precision = np.count_nonzero(pred_boundary & gt_dilated) / n_pred
+    recall = np.count_nonzero(gt_boundary & pred_dilated) / n_gt
+    if precision + recall == 0:
+        return 0.0
+    return 2 * precision * recall / (precision + recall)
+
+
+def score_masks(pred: np.ndarray, gt: np.ndarray, bound_th: float = BOUND_TH) -> TargetScore:
+    """J, F and J&F of one predicted boolean mask against its ground truth."""
+    return TargetScore.of(region_similarity(pred, gt), boundary_f_measure(pred, gt, bound_th))
+
+
+def score_label_maps(
+    pred: np.ndarray, gt: np.ndarray, targets: Iterable[str] = TARGETS, bound_th: float = BOUND_TH
+) -> dict[str, TargetScore]:
+    """Per-target scores of one predicted label map against the ground-truth label map."""
+    return {t: score_masks(target_mask(pred, t), target_mask(gt, t), bound_th) for t in targets}
+
+
+def scored_frame_indices(num_frames: int, skip_first_last: bool = True) -> range:
+    """Positions of the frames to score: all but the first and last, unless the clip has <= 2."""
+    if skip_first_last and num_frames > 2:
+        return range(1, num_frames - 1)
+    return range(num_frames)
+
+
+def score_clip(
+    camera: str,
+    pred: np.ndarray,
+    gt: np.ndarray,
+    *,
+    frame_ids: Sequence[int] | None = None,
+    skip_first_last: bool = True,
+    targets: Iterable[str] = TARGETS,
+    bound_th: float = BOUND_TH,
+) -> list[FrameScores]:
+    """Per-frame scores of one camera's clip: ``pred`` and ``gt`` are ``(T, H, W)`` label maps.
+
+    ``frame_ids`` name the annotated frames (default ``0..T-1``); the first and last of
+    them are skipped when ``skip_first_last``.
+    """
+    if pred.shape != gt.shape:
+        raise ValueError(f"camera {camera}: prediction shape {pred.shape} != ground truth shape {gt.shape}")
+    ids = list(range(len(gt))) if frame_ids is None else list(frame_ids)
+    targets = tuple(targets)
+    return [
+        FrameScores(camera=camera, frame=int(ids[i]), targets=score_label_maps(pred[i], gt[i], targets, bound_th))
+        for i in scored_frame_indices(len(gt), skip_first_last)
+    ]
+
+
+def episode_scores(
+    key: str, pred_key: str, frames: Sequence[FrameScores], targets: Iterable[str] = TARGETS
+) -> EpisodeScores:
+    """Collect an episode's frame scores and average each target over them."""
+    if not frames:
+        raise ValueError(f"episode {key}: no frames to score")
+    mean = {t: TargetScore.mean([f.targets[t] for f in frames]) for t in targets}
+    return EpisodeScores(key=key, pred_key=pred_key, frames=tuple(frames), mean=mean)
+
+
+def overall_scores(
+    episodes: Sequence[EpisodeScores],
+    *,
+    unmatched_pred: Sequence[str] = (),
+    unmatched_gt: Sequence[str] = (),
+    skip_first_last: bool = True,
+    targets: Iterable[str] = TARGETS,
+) -> EvalResult:
+    """The mean of the per-episode means, per target."""
+    if not episodes:
+        raise ValueError("no episodes were scored")
+    overall = {t: TargetScore.mean([e.mean[t] for e in episodes]) for t in targets}
+    return EvalResult(
+        episodes=tuple(episodes),
+        overall=overall,
+        unmatched_pred=tuple(unmatched_pred),
+        unmatched_gt=tuple(unmatched_gt),
+        skip_first_last=skip_first_last,
+    )
+
+
+def format_table(overall: Mapping[str, TargetScore]) -> str:
+    """A plain-text table: one row per target, columns J, F, J&F (percent)."""
+    lines = [f"{'target':<10}{'J':>8}{'F':>8}{'J&F':>8}"]
+    for target, score in overall.items():
+        lines.append(f"{target:<10}{100 * score.J:8.1f}{100 * score.F:8.1f}{100 * score.JF:8.1f}")
+    return "\n".join(lines)
+
+
+def _check_same_shape(pred: np.ndarray, gt: np.ndarray) -> None:
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} != ground truth shape {gt.shape}")
