@@ -29,7 +29,9 @@ def protected_mask(
 
     The union of the regions listed under ``camera`` and under ``"*"`` in
     ``settings.protect``, and of the nonzero pixels of ``settings.protect_feature`` in
-    ``observation`` (any step). A box covers the pixels whose centres lie inside it.
+    ``observation`` (any step). A box covers the pixels whose centres lie inside it; a
+    polygon, as rasterised by ``cv2.fillPoly``, may also take in pixels whose centre
+    lies up to half a pixel outside it.
     """
     height, width = int(shape[0]), int(shape[1])
     mask = np.zeros((height, width), dtype=bool)

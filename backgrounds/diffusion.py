@@ -100,7 +100,7 @@ class Options:
     dilate_px: int = 3  # grows the inpaint mask so the model blends across its edge
     attention_slicing: bool = False
     cpu_offload: bool = False  # needs the accelerate package and a GPU
-    batch_size: int = 4  # images per pipeline call
+    images_per_call: int = 4  # images per pipeline call (background.batch_size is episodes per RunInference call)
     allow_download: bool = False  # let diffusers fetch a hub id that is not in the local cache
 
 
@@ -227,7 +227,7 @@ class DiffusionInpaintBackground(BackgroundSource):
             raise BackgroundConfigError(f"{self.key_path}.dtype: {o.dtype!r} is not one of auto, {', '.join(DTYPES)}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", o.device):
             raise BackgroundConfigError(f"{self.key_path}.device: {o.device!r} is not auto, cpu, cuda or cuda:N")
-        for key, value, lowest in (("steps", o.steps, 1), ("batch_size", o.batch_size, 1), ("dilate_px", o.dilate_px, 0)):
+        for key, value, lowest in (("steps", o.steps, 1), ("images_per_call", o.images_per_call, 1), ("dilate_px", o.dilate_px, 0)):
             if value < lowest:
                 raise BackgroundConfigError(f"{self.key_path}.{key}: {value} must be at least {lowest}")
         if not 0.0 < o.strength <= 1.0:
@@ -362,7 +362,7 @@ class DiffusionInpaintBackground(BackgroundSource):
         return self.generate_batch(model, [request])[0]
 
     def generate_batch(self, model: Any, requests: list[BackgroundRequest]) -> list[np.ndarray]:
-        """Backgrounds for ``requests``, in order; pipeline calls of up to ``batch_size`` images of one size."""
+        """Backgrounds for ``requests``, in order; pipeline calls of up to ``images_per_call`` images of one size."""
         side = self.options.resolution or native_resolution(model)
         # Latent sides divisible by 8 keep every UNet downsampling exact and Flux's 2x2 packing whole.
         multiple = model.vae_scale_factor * 8
@@ -371,8 +371,8 @@ class DiffusionInpaintBackground(BackgroundSource):
         backgrounds: list[np.ndarray | None] = [None] * len(jobs)
         for size in dict.fromkeys(job.generation_size for job in jobs):
             same_size = [i for i, job in enumerate(jobs) if job.generation_size == size]
-            for start in range(0, len(same_size), self.options.batch_size):
-                chunk = same_size[start : start + self.options.batch_size]
+            for start in range(0, len(same_size), self.options.images_per_call):
+                chunk = same_size[start : start + self.options.images_per_call]
                 painted = self.paint(model, [jobs[i] for i in chunk], size)
                 for i, image in zip(chunk, painted):
                     job = jobs[i]

@@ -70,7 +70,7 @@ def sd_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sd_source(sd_folder):
-    return DiffusionInpaintBackground(Options(model=str(sd_folder), steps=2, dilate_px=DILATE_PX, batch_size=2))
+    return DiffusionInpaintBackground(Options(model=str(sd_folder), steps=2, dilate_px=DILATE_PX, images_per_call=2))
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_pixels_the_robot_ever_covers_are_painted_even_outside_the_replaced_area
 
 def test_same_seed_same_background_also_when_batched_with_others(sd_source, sd_model):
     alone = sd_source.generate(sd_model, request(seed=7))
-    # batch_size 2: the seed-7 request shares a pipeline call with seed 8, after seed 5's call.
+    # images_per_call 2: the seed-7 request shares a pipeline call with seed 8, after seed 5's call.
     batched = sd_source.generate_batch(sd_model, [request(5), request(8, variant=1), request(7), request(9)])
     # Equal up to float rounding in batched kernels: other noise would differ by tens of levels.
     assert np.abs(batched[2].astype(int) - alone).max() <= 1

@@ -1,0 +1,250 @@
+"""Video inference on in-memory frames: RobotSeg (automatic or prompted), and any SAM 2-like tracker.
+
+The engine encodes every frame once, in chunks of ``chunk_size`` frames, and runs each
+tracked target's memory attention and decoder on those shared features. A target is a
+:class:`Track`: its conditioning frames and their prompts (``None`` = RobotSeg's
+automatic robot prompt). As in SAM 2, the conditioning frames are segmented first,
+then tracking runs forward from the first of them to the end and backward from it to
+frame 0. Each frame is visited exactly once, so frame features are freed right after
+use and the memory bank (:class:`segmentation.robotseg.memory.MemoryBank`) has a fixed
+size: memory does not grow with the episode. Targets whose conditioning frames differ
+are tracked in separate passes (one image-encoder pass each).
+
+Outputs are resized to each frame's own size and thresholded (optionally refined with
+a guided filter), then combined into the project's label maps
+(:func:`segmentation.labels.label_map_from_targets`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segmentation.labels import TARGETS, label_map_from_targets
+from segmentation.robotseg.memory import MemoryBank
+from segmentation.robotseg.model import FrameFeatures, PointPrompt, RobotSeg
+from segmentation.robotseg.prompts import FramePrompt
+from segmentation.robotseg.refine import refine_mask
+
+
+@dataclasses.dataclass
+class InferenceOptions:
+    """How to run video inference (not what the model is)."""
+
+    chunk_size: int = 8  # frames per image-encoder batch
+    bf16: bool = True  # bf16 autocast (CUDA only; CPU runs float32)
+    compile: bool = False  # torch.compile the image encoder (RobotSeg)
+    refine: bool = False  # guided-filter edge refinement of the output masks
+    refine_radius: int = 4
+    refine_eps: float = 1e-3
+    mask_threshold: float = 0.0  # on the logits
+
+
+@dataclasses.dataclass
+class Track:
+    """One target to segment through the clip: its conditioning frames and their prompts."""
+
+    target: str
+    prompts: dict[int, FramePrompt | None]  # frame -> prompt; None: no clicks (RobotSeg's RPG only)
+
+
+@dataclasses.dataclass
+class Visit:
+    """One frame of the schedule: ``cond`` (conditioning), ``forward`` or ``reverse`` tracking."""
+
+    frame: int
+    kind: str
+
+
+class FrameTracker(Protocol):
+    """What the engine needs from a model: shared frame encoding and per-target steps."""
+
+    image_size: int
+
+    def encode(self, images: torch.Tensor) -> Sequence[Any]:
+        """Per-frame features of ``images`` ``(N, 3, S, S)`` (RGB in [0, 1], model size)."""
+
+    def start(self, target: str, num_frames: int) -> Any:
+        """A fresh tracking state (memory bank) for one target."""
+
+    def step(self, state: Any, frame: int, features: Any, prompt: PointPrompt | None, kind: str) -> torch.Tensor:
+        """Mask logits ``(1, 1, S, S)`` for ``frame``; updates ``state``'s memory."""
+
+
+def schedule(cond_frames: Sequence[int], num_frames: int) -> list[Visit]:
+    """SAM 2's order: conditioning frames, then forward from the first of them, then backward to 0."""
+    cond = sorted(set(cond_frames))
+    if not cond or cond[0] < 0 or cond[-1] >= num_frames:
+        raise ValueError(f"conditioning frames {cond} outside a clip of {num_frames} frames")
+    visits = [Visit(f, "cond") for f in cond]
+    visits += [Visit(f, "forward") for f in range(cond[0] + 1, num_frames) if f not in cond]
+    visits += [Visit(f, "reverse") for f in range(cond[0] - 1, -1, -1)]
+    return visits
+
+
+def tracks_for(targets: Sequence[str], prompts: Sequence[FramePrompt] = ()) -> list[Track]:
+    """One :class:`Track` per target: prompted frames if any, else automatic from frame 0.
+
+    Targets that only appear in ``prompts`` are tracked too.
+    """
+    names = list(dict.fromkeys([*targets, *(p.target for p in prompts)]))
+    for name in names:
+        if name not in TARGETS:
+            raise ValueError(f"unknown target {name!r}; expected one of {TARGETS}")
+    tracks = []
+    for name in names:
+        own = {p.frame: p for p in prompts if p.target == name}
+        tracks.append(Track(name, own if own else {0: None}))
+    return tracks
+
+
+def point_prompt(prompt: FramePrompt, frame_size: tuple[int, int], image_size: int, device: torch.device) -> PointPrompt:
+    """A frame-pixel prompt in model-input pixels; a box becomes corner points 2 and 3 first, as in SAM 2."""
+    h, w = frame_size
+    coords = [[prompt.box[0], prompt.box[1]], [prompt.box[2], prompt.box[3]]] if prompt.box is not None else []
+    labels = [2, 3] if prompt.box is not None else []
+    coords += [list(p) for p in prompt.points]
+    labels += list(prompt.labels)
+    scale = torch.tensor([image_size / w, image_size / h], device=device)
+    return PointPrompt(
+        coords=torch.tensor(coords, dtype=torch.float32, device=device).unsqueeze(0) * scale,
+        labels=torch.tensor(labels, dtype=torch.int32, device=device).unsqueeze(0),
+    )
+
+
+def preprocess(frames: np.ndarray, image_size: int, device: torch.device) -> torch.Tensor:
+    """``(N, H, W, 3)`` uint8 -> ``(N, 3, S, S)`` float in [0, 1] (plain resize, as SAM 2)."""
+    images = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float() / 255.0
+    if images.shape[-2:] != (image_size, image_size):
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+    return images.clamp(0, 1)
+
+
+def _autocast(device: torch.device, options: InferenceOptions):
+    if options.bf16 and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class RobotSegTracker:
+    """:class:`FrameTracker` for :class:`RobotSeg`: one :class:`MemoryBank` per target."""
+
+    @dataclasses.dataclass
+    class State:
+        target: str
+        bank: MemoryBank
+
+    def __init__(self, model: RobotSeg):
+        self.model = model
+        self.image_size = model.image_size
+
+    def encode(self, images: torch.Tensor) -> list[FrameFeatures]:
+        features = self.model.encode_images(images)
+        return [features.frame(i) for i in range(len(features))]
+
+    def start(self, target: str, num_frames: int) -> "RobotSegTracker.State":
+        c = self.model.config
+        return self.State(target, MemoryBank(c.num_maskmem, c.max_obj_ptrs_in_encoder, c.max_cond_frames_in_attn, num_frames))
+
+    def step(self, state: "RobotSegTracker.State", frame: int, features: FrameFeatures, prompt: PointPrompt | None, kind: str) -> torch.Tensor:
+        if kind == "reverse" and not state.bank.reverse:
+            state.bank.start_reverse()
+        selection = None if kind == "cond" else state.bank.select(frame)
+        output = self.model.step(features, state.target, selection, prompt)
+        state.bank.add(frame, self.model.encode_memory(features, output, from_points=prompt is not None), is_cond=kind == "cond")
+        return output.high_res_logits
+
+
+@torch.inference_mode()
+def iter_masks(
+    tracker: FrameTracker,
+    frames: np.ndarray,
+    tracks: Sequence[Track],
+    options: InferenceOptions,
+    device: torch.device,
+) -> Iterator[tuple[int, str, np.ndarray]]:
+    """Yield ``(frame, target, mask (H, W) bool)`` for every frame of every track, in visiting order."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    num_frames, h, w = frames.shape[:3]
+    groups: dict[tuple[int, ...], list[Track]] = {}
+    for track in tracks:
+        groups.setdefault(tuple(sorted(track.prompts)), []).append(track)
+    chunk_size = max(1, options.chunk_size)
+    for cond_frames, group in groups.items():
+        visits = schedule(cond_frames, num_frames)
+        with _autocast(device, options):
+            states = [tracker.start(track.target, num_frames) for track in group]
+        for begin in range(0, len(visits), chunk_size):
+            chunk = visits[begin : begin + chunk_size]
+            indices = [v.frame for v in chunk]
+            if options.compile and len(indices) < chunk_size:  # one shape for the compiled encoder
+                indices += [indices[-1]] * (chunk_size - len(indices))
+            with _autocast(device, options):
+                features = tracker.encode(preprocess(frames[indices], tracker.image_size, device))
+            for visit, frame_features in zip(chunk, features):
+                for track, state in zip(group, states):
+                    prompt = track.prompts.get(visit.frame) if visit.kind == "cond" else None
+                    points = point_prompt(prompt, (h, w), tracker.image_size, device) if prompt is not None else None
+                    with _autocast(device, options):
+                        logits = tracker.step(state, visit.frame, frame_features, points, visit.kind)
+                    yield visit.frame, track.target, _to_mask(logits, frames[visit.frame], options)
+            del features
+
+
+def _to_mask(logits: torch.Tensor, frame: np.ndarray, options: InferenceOptions) -> np.ndarray:
+    """Logits at model size -> boolean mask at the frame's own size."""
+    h, w = frame.shape[:2]
+    resized = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    if options.refine:
+        probability = torch.sigmoid(resized - options.mask_threshold).cpu().numpy()
+        return refine_mask(frame, probability, options.refine_radius, options.refine_eps)
+    return (resized > options.mask_threshold).cpu().numpy()
+
+
+def track_video(
+    tracker: FrameTracker,
+    frames: np.ndarray,
+    tracks: Sequence[Track],
+    options: InferenceOptions | None = None,
+    device: torch.device | None = None,
+) -> dict[str, np.ndarray]:
+    """Boolean masks ``(T, H, W)`` per tracked target."""
+    options = options or InferenceOptions()
+    device = device or torch.device("cpu")
+    masks = {track.target: np.zeros(frames.shape[:3], dtype=bool) for track in tracks}
+    for frame, target, mask in iter_masks(tracker, frames, tracks, options, device):
+        masks[target][frame] = mask
+    return masks
+
+
+def label_maps_from_masks(masks: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """The project's label maps from per-target masks (absent targets count as empty)."""
+    empty = np.zeros(shape, dtype=bool)
+    return label_map_from_targets(masks.get("robot", empty), masks.get("arm", empty), masks.get("gripper", empty))
+
+
+def segment_video(
+    model: RobotSeg,
+    frames: np.ndarray,
+    targets: Sequence[str] = ("robot",),
+    prompts: Sequence[FramePrompt] | None = None,
+    options: InferenceOptions | None = None,
+) -> np.ndarray:
+    """RobotSeg label maps ``(T, H, W)`` uint8 for ``frames`` ``(T, H, W, 3)`` uint8.
+
+    Without ``prompts`` every target is automatic (the Robot Prompt Generator prompts
+    frame 0 and every later frame); with prompts (points and/or a box on any frames),
+    those frames condition their target, SAM 2 style.
+    """
+    options = options or InferenceOptions()
+    if options.compile:
+        model.enable_compile()
+    tracks = tracks_for(targets, prompts or ())
+    masks = track_video(RobotSegTracker(model), frames, tracks, options, model.device)
+    return label_maps_from_masks(masks, frames.shape[:3])
