@@ -29,7 +29,7 @@ def jitter_clip(frames: np.ndarray, offset: tuple[int, int]) -> np.ndarray:
     if dx == 0 and dy == 0:
         return frames
     height, width = frames.shape[1:3]
-    shift = np.float32([[1, 0, -dx], [0, 1, dy]])
+    shift = np.float32([[1, 0, dx], [0, 1, dy]])
     out = np.empty_like(frames)
     for t, frame in enumerate(frames):
         out[t] = cv2.warpAffine(

@@ -58,8 +58,11 @@ class FrameFeatures:
 
     def frame(self, index: int) -> "FrameFeatures":
         """The features of one frame, as a batch of one."""
-        pick = slice(index, index + 1)
-        return FrameFeatures(self.vision[pick], self.vision_pos[pick], [h[pick] for h in self.high_res], self.edges[pick])
+        return self.take(slice(index, index + 1))
+
+    def take(self, index: slice | list[int] | torch.Tensor) -> "FrameFeatures":
+        """The features of the frames at ``index`` (a slice keeps views, no copy)."""
+        return FrameFeatures(self.vision[index], self.vision_pos[index], [h[index] for h in self.high_res], self.edges[index])
 
     def __len__(self) -> int:
         return self.vision.shape[0]

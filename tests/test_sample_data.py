@@ -1,0 +1,204 @@
+"""The sample-data command: pybullet episodes written as an RLDS dataset with exact masks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pybullet
+import pybullet_data
+import pytest
+import tensorflow_datasets as tfds
+
+from pipelines import sample_data, sample_render
+from segmentation.labels import ARM, BACKGROUND, BODY, GRIPPER, mask_feature_name
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# The acceptance size of the issue: 3 episodes (one per robot) x 8 steps x 128 px.
+ACCEPTANCE_ARGS = ["--episodes", "3", "--steps", "8", "--size", "128"]
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="oxe-augment")
+    sample_data.add_parser(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("sample") / "oxe_augment_sample" / "1.0.0"
+    assert run_cli(["sample-data", str(out), *ACCEPTANCE_ARGS]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def episodes(dataset_dir) -> list[dict]:
+    builder = tfds.builder_from_directory(str(dataset_dir))
+    result = []
+    for episode in tfds.as_numpy(builder.as_dataset("train", shuffle_files=False)):
+        result.append({"metadata": episode["episode_metadata"], "steps": list(episode["steps"])})
+    return result
+
+
+def test_folder_is_exactly_the_tfds_version_folder(dataset_dir):
+    names = sorted(p.name for p in dataset_dir.iterdir())
+    assert names == ["dataset_info.json", "features.json", "oxe_augment_sample-train.tfrecord-00000-of-00001"]
+    info = json.loads((dataset_dir / "dataset_info.json").read_text())
+    assert info["name"] == "oxe_augment_sample" and info["version"] == "1.0.0"
+    assert info["splits"][0]["name"] == "train" and info["splits"][0]["shardLengths"] == ["3"]
+    for name in ("dataset_info.json", "features.json"):
+        text = (dataset_dir / name).read_text()
+        assert str(dataset_dir.parent.parent) not in text and "/tmp" not in text, name
+
+
+def test_schema(dataset_dir):
+    builder = tfds.builder_from_directory(str(dataset_dir))
+    assert (builder.info.name, str(builder.info.version)) == ("oxe_augment_sample", "1.0.0")
+    observation = builder.info.features["steps"]["observation"]
+    for camera in ("image_0", "image_1"):
+        assert observation[camera].shape == (128, 128, 3)
+        assert observation[camera].encoding_format == "jpeg"
+        mask = observation[mask_feature_name(camera)]
+        assert mask.shape == (128, 128, 1) and mask.encoding_format == "png"
+    assert "image_wrist" not in observation
+    assert observation["state"].shape == (8,)
+    assert builder.info.features["steps"]["action"].shape == (7,)
+
+
+def test_episodes_cycle_robots_and_flag_steps(episodes):
+    assert [e["metadata"]["robot"].decode() for e in episodes] == ["panda", "kuka", "xarm"]
+    assert [e["metadata"]["file_path"].decode() for e in episodes][0] == "sample/panda/episode_000000"
+    for episode in episodes:
+        steps = episode["steps"]
+        assert len(steps) == 8
+        assert [bool(s["is_first"]) for s in steps] == [True] + [False] * 7
+        assert [bool(s["is_last"]) for s in steps] == [False] * 7 + [True]
+        assert [bool(s["is_terminal"]) for s in steps] == [False] * 7 + [True]
+        assert [float(s["reward"]) for s in steps] == [0.0] * 7 + [1.0]
+        assert steps[0]["language_instruction"].decode().split()[0] in {"pick", "push", "touch", "move"}
+        gripper = np.array([s["observation"]["state"][7] for s in steps])
+        assert gripper[0] == 1.0 and np.all((gripper >= 0) & (gripper <= 1))
+
+
+def test_states_stay_within_joint_limits(episodes):
+    client = pybullet.connect(pybullet.DIRECT)
+    try:
+        pybullet.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=client)
+        for episode in episodes:
+            model = sample_render.ROBOTS[episode["metadata"]["robot"].decode()]
+            if model.asset.endswith(".sdf"):
+                (body,) = pybullet.loadSDF(model.asset, physicsClientId=client)
+            else:
+                body = pybullet.loadURDF(model.asset, physicsClientId=client)
+            limits = np.array([pybullet.getJointInfo(body, j, physicsClientId=client)[8:10] for j in model.arm_joints])
+            states = np.stack([s["observation"]["state"] for s in episode["steps"]])
+            joints = states[:, : len(model.arm_joints)]
+            assert np.all(joints >= limits[:, 0] - 1e-5) and np.all(joints <= limits[:, 1] + 1e-5)
+            assert np.all(states[:, len(model.arm_joints) : 7] == 0)  # padding (xArm6 has 6 joints)
+            # Smooth motion: no joint moves more than 1 rad between consecutive steps.
+            assert np.abs(np.diff(joints, axis=0)).max() < 1.0
+    finally:
+        pybullet.disconnect(client)
+
+
+def test_label_maps_show_arm_and_gripper_in_most_frames(episodes):
+    for episode in episodes:
+        for camera in ("image_0", "image_1"):
+            maps = np.stack([s["observation"][mask_feature_name(camera)][..., 0] for s in episode["steps"]])
+            assert set(np.unique(maps)) <= {BACKGROUND, BODY, ARM, GRIPPER}
+            has_arm = ((maps == ARM).sum(axis=(1, 2)) > 20).mean()
+            has_gripper = ((maps == GRIPPER).sum(axis=(1, 2)) > 5).mean()
+            assert has_arm >= 0.8 and has_gripper >= 0.8, (episode["metadata"]["robot"], camera, has_arm, has_gripper)
+            # The robot covers part of the frame, not all of it.
+            robot_fraction = (maps > 0).mean()
+            assert 0.01 < robot_fraction < 0.6
+
+
+def test_stored_masks_equal_the_rendered_ones(episodes):
+    # PNG is lossless: what the dataset holds must be exactly what the renderer produced.
+    spec = sample_data.SampleSpec(episodes=3, steps=8, size=128)
+    rendered = sample_data.render_sample_episode(spec, 1)
+    for camera in ("image_0", "image_1"):
+        stored = np.stack([s["observation"][mask_feature_name(camera)][..., 0] for s in episodes[1]["steps"]])
+        np.testing.assert_array_equal(stored, rendered.label_maps[camera])
+        frames = np.stack([s["observation"][camera] for s in episodes[1]["steps"]]).astype(int)
+        assert np.abs(frames - rendered.frames[camera]).mean() < 6  # jpeg
+
+
+def test_same_seed_gives_byte_identical_files_across_processes(dataset_dir, tmp_path):
+    # A separate process: the protobuf map order that made TFDS output differ is per process.
+    other = tmp_path / "again"
+    code = (
+        "import argparse, sys; from pipelines import sample_data; p = argparse.ArgumentParser(); "
+        "sample_data.add_parser(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.handler(a))"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, "sample-data", str(other), *ACCEPTANCE_ARGS],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    names = sorted(p.name for p in dataset_dir.iterdir())
+    assert names == sorted(p.name for p in other.iterdir())
+    for name in names:
+        assert (dataset_dir / name).read_bytes() == (other / name).read_bytes(), name
+
+
+def test_seed_changes_the_scene():
+    config = sample_render.RenderConfig(size=48, cameras=1)
+    first = sample_render.render_episode("kuka", 2, config, np.random.default_rng([0, 0]))
+    again = sample_render.render_episode("kuka", 2, config, np.random.default_rng([0, 0]))
+    other = sample_render.render_episode("kuka", 2, config, np.random.default_rng([1, 0]))
+    np.testing.assert_array_equal(first.frames["image_0"], again.frames["image_0"])
+    assert not np.array_equal(first.frames["image_0"], other.frames["image_0"])
+
+
+@pytest.mark.parametrize("robot", sorted(sample_render.ROBOTS))
+def test_wrist_camera_sees_the_gripper(robot):
+    config = sample_render.RenderConfig(size=48, cameras=1, wrist=True)
+    episode = sample_render.render_episode(robot, 3, config, np.random.default_rng([0, 7]))
+    assert set(episode.frames) == {"image_0", "image_wrist"}
+    wrist = episode.label_maps["image_wrist"]
+    assert np.all((wrist == GRIPPER).sum(axis=(1, 2)) > 10)
+
+
+@pytest.mark.parametrize("robot", sorted(sample_render.ROBOTS))
+def test_link_table_matches_link_names(robot):
+    # Check the hand-written table against the asset's own link names.
+    model = sample_render.ROBOTS[robot]
+    client = pybullet.connect(pybullet.DIRECT)
+    try:
+        pybullet.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=client)
+        if model.asset.endswith(".sdf"):
+            (body,) = pybullet.loadSDF(model.asset, physicsClientId=client)
+        else:
+            body = pybullet.loadURDF(model.asset, physicsClientId=client)
+        num_links = pybullet.getNumJoints(body, physicsClientId=client)
+        labels = model.link_labels(num_links)
+        assert labels[0] == BODY  # the base
+        for link in range(num_links):
+            name = pybullet.getJointInfo(body, link, physicsClientId=client)[12].decode()
+            if "finger" in name or "knuckle" in name or "hand" in name or "gripper" in name:
+                assert labels[link + 1] == GRIPPER, name
+            elif name.endswith(("_base", "link0", "link_0")):
+                assert labels[link + 1] == BODY, name
+            else:
+                assert labels[link + 1] in (ARM, GRIPPER), name
+    finally:
+        pybullet.disconnect(client)
+
+
+def test_refuses_a_non_empty_output(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("x")
+    assert run_cli(["sample-data", str(tmp_path), "--episodes", "1"]) == 2
+    assert str(tmp_path) in capsys.readouterr().err
+
+
+def test_rejects_unknown_robot(tmp_path, capsys):
+    assert run_cli(["sample-data", str(tmp_path / "out"), "--robots", "panda,ur5"]) == 2
+    assert "ur5" in capsys.readouterr().err
