@@ -110,21 +110,31 @@ def harmonize_clip(
         return frames
     # Flat indices: numpy's multi-dimensional boolean indexing is several times slower.
     pixels = frames.reshape(-1, 3)
-    robot_lab = _rgb_to_lab(pixels[np.flatnonzero(robot)]).astype(np.float32)
-    background_lab = _rgb_to_lab(background.reshape(-1, 3)).astype(np.float32)
+    robot_lab = _rgb_to_lab(pixels[_spread_sample(np.flatnonzero(robot))]).astype(np.float32)
+    background_pixels = background.reshape(-1, 3)
+    background_lab = _rgb_to_lab(background_pixels[_spread_sample(np.arange(len(background_pixels)))])
+    background_lab = background_lab.astype(np.float32)
     robot_mean, robot_std = robot_lab.mean(axis=0), robot_lab.std(axis=0)
     background_mean, background_std = background_lab.mean(axis=0), background_lab.std(axis=0)
     # A flat-coloured robot has std 0: leave its contrast alone rather than divide by 0.
     scale = np.where(robot_std > 0.5, background_std / np.maximum(robot_std, 0.5), 1.0)
-    # The transfer is one affine map per LAB channel; blending it with the identity by
-    # strength is again affine: lab * gain + offset.
+    # The transfer is one affine map per LAB channel, and so is its blend with the
+    # identity: lab * gain + offset, applied to 8-bit LAB as a lookup table.
     gain = (1.0 - strength) + strength * scale
     offset = strength * (background_mean - robot_mean * scale)
+    table = np.clip(np.rint(np.arange(256)[:, None] * gain + offset), 0, 255).astype(np.uint8)
     mapped = np.flatnonzero(where)
-    lab = _rgb_to_lab(pixels[mapped]).astype(np.float32)
+    lab = _rgb_to_lab(pixels[mapped]).reshape(1, -1, 3)
     out = frames.copy()
-    out.reshape(-1, 3)[mapped] = _lab_to_rgb(lab * gain.astype(np.float32) + offset.astype(np.float32))
+    out.reshape(-1, 3)[mapped] = cv2.cvtColor(cv2.LUT(lab, table.reshape(1, 256, 3)), cv2.COLOR_LAB2RGB).reshape(-1, 3)
     return out
+
+
+def _spread_sample(indices: np.ndarray, limit: int = 65536) -> np.ndarray:
+    """At most ``limit`` of ``indices``, evenly strided: enough for a mean and a std."""
+    if len(indices) <= limit:
+        return indices
+    return indices[:: -(-len(indices) // limit)]
 
 
 def _rgb_to_lab(pixels: np.ndarray) -> np.ndarray:
@@ -135,8 +145,3 @@ def _rgb_to_lab(pixels: np.ndarray) -> np.ndarray:
     """
     return cv2.cvtColor(np.ascontiguousarray(pixels).reshape(1, -1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3)
 
-
-def _lab_to_rgb(lab: np.ndarray) -> np.ndarray:
-    """(N, 3) float 8-bit-scaled LAB to (N, 3) uint8 RGB, out-of-range values clipped."""
-    lab8 = np.clip(np.rint(lab), 0, 255).astype(np.uint8).reshape(1, -1, 3)
-    return cv2.cvtColor(lab8, cv2.COLOR_LAB2RGB).reshape(-1, 3)

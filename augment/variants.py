@@ -16,7 +16,6 @@ import json
 import numpy as np
 
 from augment.jitter import draw_jitter_offset
-from augment.photometric import draw_replay, transforms_from_specs
 from augment.settings import CompositeSettings
 
 
@@ -54,6 +53,10 @@ def plan_camera(settings: CompositeSettings, seed: int, frame_shape: tuple[int, 
     Each kind of randomness has its own stream spawned from ``seed``, so adding a
     background transform to a recipe does not change the drawn camera jitter, and so on.
     """
+    # Imported here, not at the top: albumentations pulls in torch (seconds), and the
+    # processes that only need variant_seed (background workers) should not pay for it.
+    from augment.photometric import draw_replay, transforms_from_specs
+
     background_stream, robot_stream, jitter_stream = np.random.SeedSequence(seed).spawn(3)
     frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
     background = transforms_from_specs(settings.background_transforms, "composite.background_transforms")

@@ -108,86 +108,97 @@ def sd_vae(**overrides):
     return AutoencoderKL(**{**config, **overrides})
 
 
-def full_size_pipeline(kind: str, device: torch.device, dtype: torch.dtype, scratch: Path):
-    """A random-weight pipeline with the published architecture of ``kind`` (859 M / 2.6 B / 11.9 B denoiser)."""
-    import diffusers
+def full_size_networks(kind: str) -> dict:
+    """The networks of ``kind`` with their published architectures and random weights (859 M / 2.6 B / 11.9 B denoiser)."""
     from diffusers import FluxTransformer2DModel, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    if kind == "sd":
+        return dict(
+            unet=UNet2DConditionModel(
+                sample_size=64, in_channels=9, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
+                layers_per_block=2, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768,
+                attention_head_dim=8,
+            ),
+            vae=sd_vae(sample_size=512),
+            text_encoder=CLIPTextModel(clip_l_config()),
+        )
+    if kind == "sdxl":
+        return dict(
+            unet=UNet2DConditionModel(
+                sample_size=128, in_channels=9, out_channels=4, block_out_channels=(320, 640, 1280),
+                layers_per_block=2, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+                addition_embed_type="text_time", addition_time_embed_dim=256,
+                projection_class_embeddings_input_dim=2816, use_linear_projection=True,
+            ),
+            vae=sd_vae(sample_size=1024, scaling_factor=0.13025, force_upcast=True),
+            text_encoder=CLIPTextModel(clip_l_config()),
+            text_encoder_2=CLIPTextModelWithProjection(
+                CLIPTextConfig(
+                    vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                    num_attention_heads=20, max_position_embeddings=77, hidden_act="gelu", projection_dim=1280,
+                )
+            ),
+        )
+    if kind == "flux":
+        return dict(
+            transformer=FluxTransformer2DModel(
+                in_channels=384, out_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+                guidance_embeds=True, axes_dims_rope=(16, 56, 56),
+            ),
+            vae=sd_vae(
+                sample_size=1024, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159,
+                use_quant_conv=False, use_post_quant_conv=False,
+            ),
+            text_encoder=CLIPTextModel(clip_l_config()),
+            text_encoder_2=T5EncoderModel(
+                T5Config(
+                    vocab_size=32128, d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24,
+                    feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
+                )
+            ),
+        )
+    raise ValueError(f"unknown pipeline type {kind!r}; known: {', '.join(PIPELINE_KINDS)}")
+
+
+def full_size_extras(kind: str, scratch: Path) -> dict:
+    """The parts of ``kind`` that are not networks: tokenizers, the scheduler, pipeline flags."""
+    import diffusers
     from tiny_inpaint_pipeline import tiny_clip_tokenizer, tiny_t5_tokenizer
 
     # The tokenizers only turn the prompt into ids; padding to full length keeps the encoders' cost real.
     tokenizer = tiny_clip_tokenizer(scratch / "tokenizer")
+    if kind == "sd":
+        scheduler = diffusers.DDIMScheduler(
+            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+            set_alpha_to_one=False, steps_offset=1,
+        )
+        return dict(tokenizer=tokenizer, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                    requires_safety_checker=False)
+    if kind == "sdxl":
+        scheduler = diffusers.EulerDiscreteScheduler(
+            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1
+        )
+        return dict(tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=scheduler, requires_aesthetics_score=False)
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+    return dict(tokenizer=tokenizer, tokenizer_2=tiny_t5_tokenizer(), scheduler=scheduler)
+
+
+def full_size_pipeline(kind: str, device: torch.device, dtype: torch.dtype, scratch: Path):
+    """A random-weight pipeline of ``kind``, its networks built directly on ``device`` in ``dtype``."""
+    import diffusers
+
     with built_on(device, dtype):
-        if kind == "sd":
-            components = dict(
-                unet=UNet2DConditionModel(
-                    sample_size=64, in_channels=9, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
-                    layers_per_block=2, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768,
-                    attention_head_dim=8,
-                ),
-                vae=sd_vae(sample_size=512),
-                text_encoder=CLIPTextModel(clip_l_config()),
-                tokenizer=tokenizer,
-                scheduler=diffusers.DDIMScheduler(
-                    beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                    set_alpha_to_one=False, steps_offset=1,
-                ),
-                safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-            )
-        elif kind == "sdxl":
-            components = dict(
-                unet=UNet2DConditionModel(
-                    sample_size=128, in_channels=9, out_channels=4, block_out_channels=(320, 640, 1280),
-                    layers_per_block=2, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
-                    addition_embed_type="text_time", addition_time_embed_dim=256,
-                    projection_class_embeddings_input_dim=2816, use_linear_projection=True,
-                ),
-                vae=sd_vae(sample_size=1024, scaling_factor=0.13025, force_upcast=True),
-                text_encoder=CLIPTextModel(clip_l_config()),
-                text_encoder_2=CLIPTextModelWithProjection(
-                    CLIPTextConfig(
-                        vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
-                        num_attention_heads=20, max_position_embeddings=77, hidden_act="gelu", projection_dim=1280,
-                    )
-                ),
-                tokenizer=tokenizer,
-                tokenizer_2=tokenizer,
-                scheduler=diffusers.EulerDiscreteScheduler(
-                    beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1
-                ),
-                requires_aesthetics_score=False,
-            )
-        elif kind == "flux":
-            components = dict(
-                transformer=FluxTransformer2DModel(
-                    in_channels=384, out_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-                    num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
-                    guidance_embeds=True, axes_dims_rope=(16, 56, 56),
-                ),
-                vae=sd_vae(
-                    sample_size=1024, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159,
-                    use_quant_conv=False, use_post_quant_conv=False,
-                ),
-                text_encoder=CLIPTextModel(clip_l_config()),
-                tokenizer=tokenizer,
-                text_encoder_2=T5EncoderModel(
-                    T5Config(
-                        vocab_size=32128, d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24,
-                        feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
-                    )
-                ),
-                tokenizer_2=tiny_t5_tokenizer(),
-                scheduler=diffusers.FlowMatchEulerDiscreteScheduler(
-                    shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                    base_image_seq_len=256, max_image_seq_len=4096,
-                ),
-            )
-        else:
-            raise ValueError(f"unknown pipeline type {kind!r}; known: {', '.join(PIPELINE_KINDS)}")
-    pipeline = getattr(diffusers, PIPELINE_KINDS[kind].class_name)(**components)
+        networks = full_size_networks(kind)
+    # Schedulers and tokenizers stay outside: a half-precision default would round the noise schedule.
+    pipeline = getattr(diffusers, PIPELINE_KINDS[kind].class_name)(**networks, **full_size_extras(kind, scratch))
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 

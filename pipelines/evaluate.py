@@ -346,7 +346,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="score the first and last frame of each clip too (SA-V skips them)",
     )
     parser.add_argument(
-        "--cameras", nargs="+", metavar="CAMERA", help="RLDS cameras to score (default: all with masks on both sides)"
+        "--cameras",
+        nargs="+",
+        metavar="CAMERA",
+        help="RLDS cameras to score, space- or comma-separated (default: all with masks on both sides)",
     )
     parser.set_defaults(handler=run_eval)
 
@@ -356,7 +359,8 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         pred = open_mask_dataset(args.pred, args.split)
         gt = open_mask_dataset(args.gt, args.split)
-        result = evaluate(pred, gt, cameras=args.cameras, skip_first_last=args.skip_first_last)
+        cameras = [c for arg in args.cameras or () for c in arg.split(",") if c]
+        result = evaluate(pred, gt, cameras=cameras or None, skip_first_last=args.skip_first_last)
     except EvalInputError as error:
         print(f"eval: {error}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import os
 import types
 import typing
@@ -105,7 +106,13 @@ class Recipe:
         """The configured background source, or ``None``."""
         if self.background.source == "none":
             return None
-        return background_source_class(self.background.source)(self.background.options)
+        source_class = background_source_class(self.background.source)
+        if "files" in inspect.signature(source_class).parameters:
+            # Sources that read files get Beam's file systems, so gs:// paths work.
+            from pipelines.filesystems import beam_file_access
+
+            return source_class(self.background.options, files=beam_file_access())
+        return source_class(self.background.options)
 
 
 # ---------------------------------------------------------------------------------------

@@ -176,10 +176,10 @@ _OBJECT_ASSETS = (
     ("sphere_small.urdf", "ball", 1.0),
 )
 
-# The workspace the end effector moves in (metres, robot base at the origin, table top
-# at z = 0) and the point the third-person cameras look at.
-_WORKSPACE_LOW = np.array([0.35, -0.25, 0.12])
-_WORKSPACE_HIGH = np.array([0.6, 0.25, 0.4])
+# The box the finger tips move in (metres, robot base at the origin, table top at z = 0)
+# and the point the third-person cameras look at.
+_WORKSPACE_LOW = np.array([0.35, -0.25, 0.06])
+_WORKSPACE_HIGH = np.array([0.6, 0.25, 0.35])
 _LOOK_AT = np.array([0.3, 0.0, 0.3])
 _TABLE_TOP_Z = 0.625  # table.urdf's top surface above its origin
 
@@ -208,7 +208,7 @@ def _simulate(client: int, model: RobotModel, steps: int, config: RenderConfig, 
     pybullet.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=client)
     robot_id = _load_robot(client, model)
     instruction = _build_scene(client, rng)
-    cameras = [_third_person_camera(config.size, rng, index) for index in range(config.cameras)]
+    cameras = [_third_person_camera(rng, index) for index in range(config.cameras)]
     lighting = _random_lighting(rng)
     arm_path, gripper_path = _trajectory(client, robot_id, model, steps, rng)
     link_labels = model.link_labels(pybullet.getNumJoints(robot_id, physicsClientId=client))
@@ -222,7 +222,7 @@ def _simulate(client: int, model: RobotModel, steps: int, config: RenderConfig, 
         ee_poses[t] = _ee_pose(client, robot_id, model)
         step_cameras = list(cameras)
         if config.wrist:
-            step_cameras.append(_wrist_camera(client, robot_id, model, config.size))
+            step_cameras.append(_wrist_camera(client, robot_id, model))
         for name, camera in zip(names, step_cameras):
             rgb, seg = _render(client, camera, lighting, config.size)
             frames[name][t] = rgb
@@ -269,7 +269,7 @@ def _build_scene(client: int, rng: np.random.Generator) -> str:
     return f"{verb} the {names[int(rng.integers(len(names)))]}"
 
 
-def _third_person_camera(size: int, rng: np.random.Generator, index: int) -> _Camera:
+def _third_person_camera(rng: np.random.Generator, index: int) -> _Camera:
     """A static camera looking at the workspace from the front-left (0) or front-right (1)."""
     side = -1.0 if index == 0 else 1.0
     azimuth = math.radians(side * rng.uniform(15, 75))
@@ -284,7 +284,7 @@ def _third_person_camera(size: int, rng: np.random.Generator, index: int) -> _Ca
     return _Camera(view=list(view), projection=list(projection))
 
 
-def _wrist_camera(client: int, robot_id: int, model: RobotModel, size: int) -> _Camera:
+def _wrist_camera(client: int, robot_id: int, model: RobotModel) -> _Camera:
     """A camera fixed to the end effector, behind and beside it, looking along the approach axis."""
     position, orientation = pybullet.getLinkState(robot_id, model.ee_link, physicsClientId=client)[4:6]
     rotation = np.array(pybullet.getMatrixFromQuaternion(orientation)).reshape(3, 3)
@@ -330,10 +330,13 @@ def _trajectory(
 
 
 def _solve_ik(client: int, robot_id: int, model: RobotModel, rng: np.random.Generator) -> np.ndarray:
-    target = rng.uniform(_WORKSPACE_LOW, _WORKSPACE_HIGH)
+    """Arm joint positions that put the finger tips at a random point, pointing roughly down."""
+    tip = rng.uniform(_WORKSPACE_LOW, _WORKSPACE_HIGH)
     roll, pitch, yaw = model.ee_down_euler
     tilt = rng.uniform(-0.3, 0.3, size=2)
     orientation = pybullet.getQuaternionFromEuler((roll + tilt[0], pitch + tilt[1], yaw + rng.uniform(-1.2, 1.2)))
+    approach = np.array(pybullet.getMatrixFromQuaternion(orientation)).reshape(3, 3)[:, 2]
+    target = tip - model.tool_length * approach
 
     movable = _movable_joints(client, robot_id)
     lower, upper, rest = [], [], []

@@ -33,17 +33,15 @@ def test_variant_seed_differs_per_part_and_ignores_python_hash_randomisation():
         variant_seed(0, "ep", 0, ""),
     }
     assert len(seeds) == 7
+    # Another process with another string-hash seed computes the same value.
     code = "from augment.variants import variant_seed; print(variant_seed(3, 'episode-9', 1, 'wrist'))"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    results = {
-        subprocess.run(
-            [sys.executable, "-c", code],
-            env={**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": root},
-            capture_output=True, text=True, check=True, cwd=root,
-        ).stdout.strip()
-        for hash_seed in ("1", "2")
-    }
-    assert results == {str(variant_seed(3, "episode-9", 1, "wrist"))}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": root},
+        capture_output=True, text=True, check=True, cwd=root,
+    )
+    assert result.stdout.strip() == str(variant_seed(3, "episode-9", 1, "wrist"))
 
 
 def test_plan_is_deterministic_and_depends_on_the_seed():

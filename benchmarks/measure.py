@@ -1,0 +1,79 @@
+"""Run a command and measure its wall time and peak memory (the whole process tree)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OXE_AUGMENT = os.path.join(os.path.dirname(sys.executable), "oxe-augment")
+
+
+@dataclasses.dataclass
+class Measurement:
+    command: list[str]
+    returncode: int
+    wall_seconds: float
+    peak_rss_mb: float  # peak of the summed RSS of the process and all its children
+
+
+def measure(command: list[str], poll_seconds: float = 0.2) -> Measurement:
+    """Run ``command`` to completion, sampling the tree's memory every ``poll_seconds``."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = 0.0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(process.pid)
+        while not done.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(poll_seconds)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = process.communicate()
+    done.set()
+    sampler.join()
+    if process.returncode not in (0,):
+        print(output[-4000:], file=sys.stderr)
+    return Measurement(command, process.returncode, time.perf_counter() - start, peak / 2**20)
+
+
+def run_recipe(recipe: str, overrides: list[str], beam_args: list[str] | None = None) -> tuple[Measurement, dict]:
+    """``oxe-augment run`` a recipe; returns the measurement and its report.json."""
+    command = [OXE_AUGMENT, "run", recipe]
+    for override in overrides:
+        command += ["--set", override]
+    if beam_args:
+        command += ["--", *beam_args]
+    result = measure(command)
+    output_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("output.dir="))
+    with open(os.path.join(output_dir, "report.json"), encoding="utf-8") as f:
+        return result, json.load(f)
+
+
+def write_results(name: str, results: dict) -> str:
+    """Write ``benchmarks/results/<name>.json`` with the machine it ran on."""
+    path = os.path.join(REPO, "benchmarks", "results", f"{name}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    results = {
+        "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **results,
+    }
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    return path

@@ -1,0 +1,225 @@
+"""The eval command: J&F between RLDS datasets and VRS-style folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from pipelines import evaluate
+from pipelines.sample_data import write_sample_dataset
+from segmentation.labels import ARM, BODY, GRIPPER, TARGETS, mask_feature_name, target_mask
+
+BRIDGE = pathlib.Path("/work/shared/data/bridge_dataset/1.0.0")
+CAMERAS = ("image_0", "image_1")
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="oxe-augment")
+    evaluate.add_parser(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+@pytest.fixture(scope="module")
+def gt_dir(tmp_path_factory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("gt") / "1.0.0"
+    return write_sample_dataset(out, episodes=2, steps=4, size=64, robots=("panda", "xarm"), cameras=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def gt_label_maps(gt_dir) -> list[dict[str, np.ndarray]]:
+    """Per episode, camera -> (T, H, W) label maps, read independently of pipelines.evaluate."""
+    builder = tfds.builder_from_directory(str(gt_dir))
+    episodes = []
+    for episode in tfds.as_numpy(builder.as_dataset("train", shuffle_files=False)):
+        steps = list(episode["steps"])
+        episodes.append(
+            {c: np.stack([s["observation"][mask_feature_name(c)][..., 0] for s in steps]) for c in CAMERAS}
+        )
+    return episodes
+
+
+def write_vrs_video(root: pathlib.Path, video: str, label_maps: np.ndarray, frame_ids=None) -> None:
+    """Write label maps as VRS binary masks mask_gt/<video>/<000|001|002>/<frame:05d>.png."""
+    frame_ids = range(len(label_maps)) if frame_ids is None else frame_ids
+    for target, folder in evaluate.VRS_OBJECT_DIRS.items():
+        directory = root / "mask_gt" / video / folder
+        directory.mkdir(parents=True, exist_ok=True)
+        for frame, labels in zip(frame_ids, label_maps):
+            cv2.imwrite(str(directory / f"{frame:05d}.png"), target_mask(labels, target).astype(np.uint8) * 255)
+
+
+def expected_score_of_empty_prediction(clips: list[np.ndarray], target: str) -> float:
+    """Empty prediction: a frame scores 1 where the target is absent, 0 where present.
+
+    Mean over clips (each clip is one episode here) of the mean over frames 1..T-2.
+    """
+    per_clip = [np.mean([0.0 if target_mask(m, target).any() else 1.0 for m in clip[1:-1]]) for clip in clips]
+    return float(np.mean(per_clip))
+
+
+def test_dataset_against_itself_scores_one(gt_dir, tmp_path, capsys):
+    report = tmp_path / "scores.json"
+    assert run_cli(["eval", "--pred", str(gt_dir), "--gt", str(gt_dir), "--json", str(report)]) == 0
+    scores = json.loads(report.read_text())
+    assert set(scores["overall"]) == set(TARGETS)
+    for target in TARGETS:
+        assert scores["overall"][target] == {"J": 1.0, "F": 1.0, "JF": 1.0}
+    assert [e["key"] for e in scores["episodes"]] == ["train/000000", "train/000001"]
+    assert scores["episodes"][0]["num_frames"] == 2 * 2  # 2 cameras x (4 steps - first - last)
+    table = capsys.readouterr().out
+    assert "J&F" in table and "100.0" in table
+
+
+def test_all_background_prediction_scores_zero_where_gt_has_the_target(gt_dir, gt_label_maps, tmp_path):
+    # A VRS folder of empty masks, one video per RLDS camera clip.
+    pred = tmp_path / "pred"
+    clips = []
+    for index, episode in enumerate(gt_label_maps):
+        for camera in CAMERAS:
+            write_vrs_video(pred, evaluate.vrs_video_name(f"train/{index:06d}", camera), np.zeros_like(episode[camera]))
+            clips.append(episode[camera])
+    result = evaluate.evaluate(
+        evaluate.open_mask_dataset(pred, "train"), evaluate.open_mask_dataset(gt_dir, "train")
+    )
+    assert len(result.episodes) == 4 and not result.unmatched_pred and not result.unmatched_gt
+    for target in TARGETS:
+        expected = expected_score_of_empty_prediction(clips, target)
+        assert result.overall[target].J == pytest.approx(expected)
+        assert result.overall[target].F == pytest.approx(expected)
+    # The robot and the arm are in every frame of the sample data: exactly zero.
+    assert result.overall["robot"].JF == 0.0
+    assert result.overall["arm"].JF == 0.0
+
+
+def test_read_vrs_video_builds_label_map_with_gripper_over_arm_over_body(tmp_path):
+    video = tmp_path / "VRS" / "test" / "mask_gt" / "vid_a"
+    robot = np.zeros((20, 30), np.uint8)
+    robot[2:18, 2:28] = 255
+    arm = np.zeros_like(robot)
+    arm[5:15, 5:20] = 255
+    gripper = np.zeros_like(robot)
+    gripper[8:12, 15:25] = 255  # overlaps the arm at columns 15..19
+    for folder, mask in (("000", arm), ("001", gripper), ("002", robot)):
+        (video / folder).mkdir(parents=True)
+        for frame in (3, 7):
+            cv2.imwrite(str(video / folder / f"{frame:05d}.png"), mask)
+    clip = evaluate.read_vrs_video(video)
+    assert clip.frame_ids == (3, 7)
+    labels = clip.labels[0]
+    assert labels[0, 0] == 0
+    assert labels[3, 3] == BODY
+    assert labels[6, 6] == ARM
+    assert labels[10, 17] == GRIPPER  # in both arm and gripper: gripper wins
+    assert (labels == GRIPPER).sum() == 4 * 10
+
+    dataset = evaluate.open_mask_dataset(tmp_path / "VRS" / "test", "train")
+    assert dataset.kind == "vrs" and dataset.path.name == "mask_gt"
+    result = evaluate.evaluate(dataset, dataset)
+    assert [e.key for e in result.episodes] == ["vid_a"]
+    assert all(result.overall[t].JF == 1.0 for t in TARGETS)
+
+
+def test_vrs_prediction_missing_an_annotated_frame_is_an_error(tmp_path):
+    gt_maps = np.zeros((3, 8, 8), np.uint8)
+    gt_maps[:, 2:5, 2:5] = ARM
+    write_vrs_video(tmp_path / "gt", "v", gt_maps, frame_ids=[0, 5, 10])
+    write_vrs_video(tmp_path / "pred", "v", gt_maps[:2], frame_ids=[0, 5])
+    with pytest.raises(evaluate.EvalInputError, match=r"frames \[10\]"):
+        evaluate.evaluate(
+            evaluate.open_mask_dataset(tmp_path / "pred", "train"),
+            evaluate.open_mask_dataset(tmp_path / "gt", "train"),
+        )
+
+
+class _PredictionBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A pipeline-output-like RLDS dataset: masks of one camera plus provenance metadata."""
+
+    name = "prediction"
+    VERSION = tfds.core.Version("1.0.0")
+
+    def __init__(self, *, episodes: list[tuple[np.ndarray, dict]], data_dir: str):
+        self._episodes = episodes
+        super().__init__(data_dir=data_dir)
+
+    def _info(self):
+        size = self._episodes[0][0].shape[1]
+        mask = tfds.features.Image(shape=(size, size, 1), dtype=np.uint8, encoding_format="png")
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict(
+                {
+                    "steps": tfds.features.Dataset({"observation": {mask_feature_name("image_0"): mask}}),
+                    "episode_metadata": {"augmentation": tfds.features.Text()},
+                }
+            ),
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for index, (maps, provenance) in enumerate(self._episodes):
+            steps = [{"observation": {mask_feature_name("image_0"): m[..., None]}} for m in maps]
+            yield index, {"steps": steps, "episode_metadata": {"augmentation": json.dumps(provenance)}}
+
+
+def test_pipeline_outputs_match_their_source_episode(gt_dir, gt_label_maps, tmp_path):
+    source = gt_label_maps[0]["image_0"]
+    episodes = [
+        (source, {"source_key": "train/000000", "variant": 0}),  # a perfect copy
+        (np.zeros_like(source), {"source_key": "train/000000", "variant": 1}),  # an empty prediction
+        (source, {"source_key": "train/000042", "variant": 0}),  # no such ground truth
+    ]
+    builder = _PredictionBuilder(episodes=episodes, data_dir=str(tmp_path))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    pred = evaluate.open_mask_dataset(builder.data_dir, "train")
+    assert pred.cameras == ("image_0",)
+
+    result = evaluate.evaluate(pred, evaluate.open_mask_dataset(gt_dir, "train"))
+    assert [(e.key, e.pred_key) for e in result.episodes] == [
+        ("train/000000", "train/000000 (variant 0)"),
+        ("train/000000", "train/000001 (variant 1)"),
+    ]
+    assert result.unmatched_pred == ("train/000002 (variant 0)",)
+    assert result.unmatched_gt == ("train/000001",)
+    perfect, empty = result.episodes
+    assert all(perfect.mean[t].JF == 1.0 for t in TARGETS)
+    for target in TARGETS:
+        assert empty.mean[target].J == pytest.approx(expected_score_of_empty_prediction([source], target))
+        expected_overall = (1.0 + expected_score_of_empty_prediction([source], target)) / 2
+        assert result.overall[target].J == pytest.approx(expected_overall)
+
+
+def test_no_skip_first_last_scores_every_frame(gt_dir, tmp_path):
+    report = tmp_path / "all.json"
+    assert run_cli(["eval", "--pred", str(gt_dir), "--gt", str(gt_dir), "--no-skip-first-last",
+                    "--cameras", "image_1", "--json", str(report)]) == 0  # fmt: skip
+    scores = json.loads(report.read_text())
+    assert scores["skip_first_last"] is False
+    assert scores["episodes"][0]["num_frames"] == 4  # one camera, every step
+
+
+def test_missing_dataset_exits_2_naming_the_path(gt_dir, tmp_path, capsys):
+    missing = tmp_path / "nothing_here"
+    assert run_cli(["eval", "--pred", str(missing), "--gt", str(gt_dir)]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not BRIDGE.exists(), reason="shared Bridge sample not present")
+def test_dataset_without_masks_exits_2_naming_the_path(gt_dir, capsys):
+    assert run_cli(["eval", "--pred", str(BRIDGE), "--gt", str(gt_dir)]) == 2
+    error = capsys.readouterr().err
+    assert str(BRIDGE) in error and "mask" in error
+
+
+def test_unknown_camera_exits_2(gt_dir, capsys):
+    assert run_cli(["eval", "--pred", str(gt_dir), "--gt", str(gt_dir), "--cameras", "image_9"]) == 2
+    assert "image_9" in capsys.readouterr().err
