@@ -265,9 +265,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--images", type=int, default=8, help="timed images per (type, resolution)")
     parser.add_argument("--images-per-call", type=int, default=4)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument(
+        "--cpu-threads", type=int, default=1,
+        help="torch threads in CPU mode: the tiny networks gain nothing from more, and on a shared "
+        "machine extra threads spin-wait (15x slower measured on 2 busy cores)",
+    )
     args = parser.parse_args(argv)
 
     cuda = torch.cuda.is_available()
+    if not cuda:
+        torch.set_num_threads(args.cpu_threads)
     with tempfile.TemporaryDirectory() as scratch:
         results = run_cuda(args, Path(scratch)) if cuda else run_cpu_tiny(args, Path(scratch))
     report = {

@@ -22,6 +22,9 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``oxe-augment`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # albumentations asks PyPI for a newer version on import; a data job must not (and
+    # Beam's local workers inherit this environment).
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     # Everything after a bare "--" belongs to Beam.
     beam_args: list[str] = []
     if "--" in argv:
@@ -48,11 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_run(subparsers)
     _add_inspect(subparsers)
+    # Commands that live beside the code they run add their own parsers.
     for name in ("pipelines.sample_data", "pipelines.evaluate"):
-        try:  # TEMPORARY-REMOVE
-            importlib.import_module(name).add_parser(subparsers)
-        except ImportError:  # TEMPORARY-REMOVE
-            pass
+        importlib.import_module(name).add_parser(subparsers)
     return parser
 
 

@@ -346,10 +346,11 @@ def _solve_ik(client: int, robot_id: int, model: RobotModel, rng: np.random.Gene
             lower.append(info[8])
             upper.append(info[9])
             rest.append(model.rest_pose[model.arm_joints.index(joint)])
-        else:  # gripper joints stay put during IK
-            lower.append(0.0)
-            upper.append(0.0)
-            rest.append(0.0)
+        else:  # gripper joints stay where they are (limits must hold the current value)
+            current = pybullet.getJointState(robot_id, joint, physicsClientId=client)[0]
+            lower.append(current)
+            upper.append(current)
+            rest.append(current)
     ranges = [max(u - lo, 1e-3) for lo, u in zip(lower, upper)]
 
     # Start every solve from the rest pose so the answer depends only on the target.

@@ -8,6 +8,9 @@ import pathlib
 
 import pytest
 
+# albumentations asks PyPI for a newer version on import; tests never touch the network.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BRIDGE = REPO.parent / "shared" / "data" / "bridge_dataset" / "1.0.0"
 

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from backgrounds.base import BackgroundConfigError, BackgroundRequest, background_source_class
 from backgrounds.clean_plate import clean_plate
@@ -61,6 +62,15 @@ def grown_box(rows, cols, by):
     box = np.zeros((HEIGHT, WIDTH), bool)
     box[max(rows[0] - by, 0) : rows[1] + by, max(cols[0] - by, 0) : cols[1] + by] = True
     return box
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The tiny networks gain nothing from threads; on 2 shared cores extra ones spin-wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
