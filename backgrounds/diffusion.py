@@ -20,6 +20,7 @@ import json
 import math
 import re
 import string
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ class InpaintJob:
 
 
 def inpaint_mask(request: BackgroundRequest, dilate_px: int) -> np.ndarray:
-    """``(H, W)`` bool: the pixels to paint, the replaced area and every pixel the robot ever covers, grown by ``dilate_px``.
+    """``(H, W)`` bool, the pixels to paint: the replaced area and every pixel the robot ever covers, dilated.
 
     The robot's pixels are painted too because the robot is composited on top of this
     background in every frame: wherever it moves, the background behind it must belong
@@ -175,22 +176,20 @@ def pipeline_kind_of(pipeline: Any) -> PipelineKind:
     raise TypeError(f"{class_name} is not a supported inpainting pipeline ({_supported_classes()})")
 
 
-def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``image`` resized to (height, width): area averaging to shrink, bicubic to enlarge."""
+def resize(image: np.ndarray, size: tuple[int, int], enlarge: int = cv2.INTER_CUBIC) -> np.ndarray:
+    """``image`` resized to (height, width): area averaging to shrink, ``enlarge`` interpolation to enlarge."""
     height, width = size
     if image.shape[:2] == (height, width):
         return image
     shrinking = height * width < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else enlarge)
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``mask`` at (height, width), keeping every pixel that a mask pixel touches (never shrinks the area)."""
-    height, width = size
-    weights = mask.astype(np.float32)
-    if weights.shape != (height, width):
-        weights = cv2.resize(weights, (width, height), interpolation=cv2.INTER_AREA if height < mask.shape[0] else cv2.INTER_LINEAR)
-    return weights > 0
+    # Area averaging (shrinking) and bilinear sampling (enlarging) leave a weight above 0
+    # wherever a mask pixel contributes.
+    return resize(mask.astype(np.float32), size, enlarge=cv2.INTER_LINEAR) > 0
 
 
 def blend_into_plate(painted: np.ndarray, plate: np.ndarray, mask: np.ndarray, dilate_px: int) -> np.ndarray:
@@ -227,7 +226,9 @@ class DiffusionInpaintBackground(BackgroundSource):
             raise BackgroundConfigError(f"{self.key_path}.dtype: {o.dtype!r} is not one of auto, {', '.join(DTYPES)}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", o.device):
             raise BackgroundConfigError(f"{self.key_path}.device: {o.device!r} is not auto, cpu, cuda or cuda:N")
-        for key, value, lowest in (("steps", o.steps, 1), ("images_per_call", o.images_per_call, 1), ("dilate_px", o.dilate_px, 0)):
+        lowest_values = {"steps": 1, "images_per_call": 1, "dilate_px": 0}
+        for key, lowest in lowest_values.items():
+            value = getattr(o, key)
             if value < lowest:
                 raise BackgroundConfigError(f"{self.key_path}.{key}: {value} must be at least {lowest}")
         if not 0.0 < o.strength <= 1.0:
@@ -245,7 +246,9 @@ class DiffusionInpaintBackground(BackgroundSource):
             try:
                 import accelerate  # noqa: F401
             except ImportError:
-                raise BackgroundConfigError(f"{self.key_path}.cpu_offload needs the accelerate package (pip install accelerate)")
+                raise BackgroundConfigError(
+                    f"{self.key_path}.cpu_offload needs the accelerate package (pip install accelerate)"
+                ) from None
         self.pipeline_kind()
 
     def pipeline_kind(self) -> PipelineKind:
@@ -296,7 +299,8 @@ class DiffusionInpaintBackground(BackgroundSource):
         if folder.exists():
             if not folder.is_dir():
                 raise BackgroundConfigError(
-                    f"{self.key_path}.model: {model} is a file; expected a diffusers pipeline folder (save_pretrained layout)"
+                    f"{self.key_path}.model: {model} is a file; expected a diffusers pipeline folder "
+                    f"(save_pretrained layout)"
                 )
             path = folder / relative_path
             if not path.is_file():
@@ -306,15 +310,17 @@ class DiffusionInpaintBackground(BackgroundSource):
                 )
             return json.loads(path.read_text())
         if not _HUB_ID.match(model):
-            raise BackgroundConfigError(f"{self.key_path}.model: {model} does not exist; expected an inpainting pipeline folder")
+            raise BackgroundConfigError(
+                f"{self.key_path}.model: {model} does not exist; expected an inpainting pipeline folder"
+            )
         from huggingface_hub import hf_hub_download
 
         try:
             path = hf_hub_download(model, relative_path, local_files_only=not self.options.allow_download)
         except Exception as error:  # the hub client raises a different class for each way of not finding it
             raise BackgroundConfigError(
-                f"{self.key_path}.model: {model} is neither a folder nor a hub model with {relative_path} in the local "
-                f"cache ({type(error).__name__}); give the path of an inpainting pipeline folder"
+                f"{self.key_path}.model: {model} is neither a folder nor a hub model with {relative_path} in the "
+                f"local cache ({type(error).__name__}); give the path of an inpainting pipeline folder"
                 + ("" if self.options.allow_download else f", or set {self.key_path}.allow_download: true to fetch it")
             ) from error
         return json.loads(Path(path).read_text())
@@ -323,6 +329,7 @@ class DiffusionInpaintBackground(BackgroundSource):
 
     def load_model(self) -> Any:
         """The diffusers pipeline on its device and dtype, progress bars off."""
+        _keep_triton_out_after_tensorflow()
         import diffusers
 
         kind = self.pipeline_kind()
@@ -346,7 +353,9 @@ class DiffusionInpaintBackground(BackgroundSource):
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         device = torch.device(self.options.device)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise BackgroundConfigError(f"{self.key_path}.device: {self.options.device} but this worker has no CUDA device")
+            raise BackgroundConfigError(
+                f"{self.key_path}.device: {self.options.device} but this worker has no CUDA device"
+            )
         return device
 
     def _dtype(self, kind: PipelineKind, device: torch.device) -> torch.dtype:
@@ -368,9 +377,11 @@ class DiffusionInpaintBackground(BackgroundSource):
         multiple = model.vae_scale_factor * 8
         jobs = [self.inpaint_job(request, generation_size(request.size, side, multiple)) for request in requests]
 
-        backgrounds: list[np.ndarray | None] = [None] * len(jobs)
-        for size in dict.fromkeys(job.generation_size for job in jobs):
-            same_size = [i for i, job in enumerate(jobs) if job.generation_size == size]
+        # Nothing to paint (no replaced area, no robot): the plate is the answer.
+        backgrounds: list[np.ndarray | None] = [None if job.mask.any() else job.plate for job in jobs]
+        to_paint = [i for i, background in enumerate(backgrounds) if background is None]
+        for size in dict.fromkeys(jobs[i].generation_size for i in to_paint):
+            same_size = [i for i in to_paint if jobs[i].generation_size == size]
             for start in range(0, len(same_size), self.options.images_per_call):
                 chunk = same_size[start : start + self.options.images_per_call]
                 painted = self.paint(model, [jobs[i] for i in chunk], size)
@@ -397,10 +408,7 @@ class DiffusionInpaintBackground(BackgroundSource):
         images = [Image.fromarray(resize(job.plate, size)) for job in jobs]
         # Any pixel the camera-size mask touches is painted, so no plate content survives where
         # the blend will take the painted image.
-        masks = [
-            Image.fromarray(np.where(resize_mask(job.mask, size), 255, 0).astype(np.uint8))
-            for job in jobs
-        ]
+        masks = [Image.fromarray(np.where(resize_mask(job.mask, size), 255, 0).astype(np.uint8)) for job in jobs]
         arguments: dict[str, Any] = dict(
             prompt=[job.prompt for job in jobs],
             image=images,
@@ -420,6 +428,18 @@ class DiffusionInpaintBackground(BackgroundSource):
         with torch.inference_mode():
             painted = model(**arguments).images
         return [np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8) for image in painted]
+
+
+def _keep_triton_out_after_tensorflow() -> None:
+    """Stop ``import diffusers`` from killing a process that has already loaded TensorFlow.
+
+    diffusers imports ``torch._dynamo``, which imports triton, and importing triton after
+    TensorFlow ends the process with SIGSEGV (triton 3.8, tensorflow-cpu 2.21). Beam
+    workers load TensorFlow to read TFDS before any model. Inference needs no triton (it
+    serves ``torch.compile``), so in that order triton is marked missing for this process.
+    """
+    if "tensorflow" in sys.modules and "triton" not in sys.modules:
+        sys.modules["triton"] = None  # makes `import triton` raise ImportError, which torch handles
 
 
 def _dtype_keyword() -> str:

@@ -109,7 +109,7 @@ def sd_vae(**overrides):
 
 
 def full_size_networks(kind: str) -> dict:
-    """The networks of ``kind`` with their published architectures and random weights (859 M / 2.6 B / 11.9 B denoiser)."""
+    """The networks of ``kind``: published architectures, random weights (denoisers of 859 M, 2.6 B, 11.9 B)."""
     from diffusers import FluxTransformer2DModel, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 

@@ -28,10 +28,10 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
+from pipelines.rlds_io import AUGMENTATION_FIELD, episode_key
 from segmentation import metrics
 from segmentation.labels import MASK_FEATURE_SUFFIX, TARGETS, label_map_from_targets, mask_feature_name
 
-AUGMENTATION_FEATURE = "augmentation"
 #: Object folders of a VRS video, in RobotSeg's id order: arm, gripper, robot.
 VRS_OBJECT_DIRS = {"arm": "000", "gripper": "001", "robot": "002"}
 #: The camera name a VRS video's clip carries.
@@ -152,10 +152,10 @@ def _read_rlds(path: pathlib.Path, split: str, cameras: Sequence[str]) -> Iterat
         for name, feature in observation.items()
         if isinstance(feature, tfds.features.Image) and name not in wanted
     }
-    has_provenance = "episode_metadata" in features and AUGMENTATION_FEATURE in features["episode_metadata"].keys()
+    has_provenance = "episode_metadata" in features and AUGMENTATION_FIELD in features["episode_metadata"].keys()
     dataset = builder.as_dataset(split, shuffle_files=False, decoders={"steps": {"observation": skip}})
     for index, episode in enumerate(tfds.as_numpy(dataset)):
-        key = f"{split}/{index:06d}"
+        key = episode_key(split, index)
         per_camera: dict[str, list[np.ndarray]] = {c: [] for c in cameras}
         for step in episode["steps"]:
             for camera in cameras:
@@ -163,7 +163,7 @@ def _read_rlds(path: pathlib.Path, split: str, cameras: Sequence[str]) -> Iterat
         clips = {c: LabelClip(tuple(range(len(maps))), np.stack(maps)) for c, maps in per_camera.items() if maps}
         source_key = variant = None
         if has_provenance:
-            source_key, variant = _provenance(episode["episode_metadata"][AUGMENTATION_FEATURE], path, key)
+            source_key, variant = _provenance(episode["episode_metadata"][AUGMENTATION_FIELD], path, key)
         yield MaskEpisode(key=key, clips=clips, source_key=source_key, variant=variant)
 
 
@@ -174,7 +174,7 @@ def _provenance(raw: bytes, path: pathlib.Path, key: str) -> tuple[str | None, s
     try:
         record = json.loads(text)
     except json.JSONDecodeError as error:
-        raise EvalInputError(f"{path} episode {key}: episode_metadata/{AUGMENTATION_FEATURE} is not JSON ({error})")
+        raise EvalInputError(f"{path} episode {key}: episode_metadata/{AUGMENTATION_FIELD} is not JSON ({error})")
     variant = record.get("variant")
     return record.get("source_key"), None if variant is None else str(variant)
 
@@ -215,9 +215,9 @@ def read_vrs_video(video_dir: str | pathlib.Path) -> LabelClip:
     return LabelClip(tuple(frame_ids), np.stack(maps))
 
 
-def vrs_video_name(episode_key: str, camera: str) -> str:
+def vrs_video_name(key: str, camera: str) -> str:
     """Name of the VRS video that stands for one RLDS camera clip: ``train/000003``, ``image_0`` -> ``train_000003_image_0``."""
-    return f"{episode_key.replace('/', '_')}_{camera}"
+    return f"{key.replace('/', '_')}_{camera}"
 
 
 def _as_vrs_videos(episode: MaskEpisode) -> Iterator[MaskEpisode]:

@@ -22,7 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.handlers import BackgroundSourceHandler, MaskSourceHandler
 from pipelines.recipe import Recipe, RecipeError, check_sources, resolve_path
 from pipelines.report import RunReport, build_report, read_records, write_report
-from pipelines.rlds_io import DatasetError, SourceDataset, ShardSpec, open_dataset, output_features
+from pipelines.rlds_io import DatasetError, ShardSpec, SourceDataset, deterministic_serialization, open_dataset, output_features
 from pipelines.stages import RECORDS, ComposePlan, ComposeVariants, LogProgress, ReadEpisodes, RunSourceStage
 
 log = logging.getLogger("oxe_augment")
@@ -81,11 +81,12 @@ class AugmentPipeline:
             description=f"{plan.source.name} {plan.source.version} augmented by oxe-augment recipe {self.recipe.name}",
             file_format="tfrecord",
         )
-        builder.download_and_prepare(
-            download_dir=os.path.join(work_dir, "downloads"),  # TFDS wants one; nothing is downloaded
-            download_config=tfds.download.DownloadConfig(beam_options=self.beam_options()),
-            file_format="tfrecord",
-        )
+        with deterministic_serialization():  # same recipe and seed: same bytes
+            builder.download_and_prepare(
+                download_dir=os.path.join(work_dir, "downloads"),  # TFDS wants one; nothing is downloaded
+                download_config=tfds.download.DownloadConfig(beam_options=self.beam_options()),
+                file_format="tfrecord",
+            )
 
         # 4. Account for every episode.
         records = read_records(sorted(glob.glob(os.path.join(work_dir, "records-*"))))
@@ -181,6 +182,9 @@ class _AugmentSplit(beam.PTransform):
         self._cameras = cameras
         self._compose = compose
         self._records_prefix = records_prefix
+        self._split = shards[0].split
+        expected = sum(shard.expected for shard in shards)
+        self._expected = min(expected, recipe.input.max_episodes or expected)
 
     def expand(self, pbegin):
         recipe = self._recipe
@@ -213,7 +217,7 @@ class _AugmentSplit(beam.PTransform):
         _ = (
             records
             | "AllRecords" >> beam.Flatten()
-            | "Progress" >> beam.ParDo(LogProgress(recipe.runner.progress_seconds))
+            | "Progress" >> beam.ParDo(LogProgress(self._split, self._expected, recipe.runner.progress_seconds))
             | "RecordJson" >> beam.Map(lambda r: r.to_json())
             | "WriteRecords" >> beam.io.WriteToText(self._records_prefix, file_name_suffix=".jsonl")
         )

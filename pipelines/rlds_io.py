@@ -9,6 +9,7 @@ written back with its original bytes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -17,6 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 from google.protobuf import json_format
+from tensorflow_datasets.core import example_serializer
 from tensorflow_datasets.core.proto import feature_pb2
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -210,6 +212,33 @@ def decode_episode(features, raw: RawEpisode, decoders: dict) -> Episode:
 
 # ---------------------------------------------------------------------------------------
 # Output schema
+
+
+class DeterministicExampleSerializer(example_serializer.ExampleSerializer):
+    """TFDS's serializer, with each ``tf.train.Example``'s feature map in key order.
+
+    The protobuf runtime otherwise writes maps in a hash order seeded per process, so the
+    same episodes written by two processes (two runs, or two Beam workers) differ in bytes.
+    """
+
+    def serialize_example(self, example):
+        return self.get_tf_example(example).SerializeToString(deterministic=True)
+
+
+@contextlib.contextmanager
+def deterministic_serialization() -> Iterator[None]:
+    """Within this block TFDS writers serialize with :class:`DeterministicExampleSerializer`.
+
+    TFDS builds its serializer internally (``split_builder``) by looking the class up on
+    its module, so the class is swapped there for the duration of the write; Beam then
+    pickles our subclass into the writer, and every worker serializes the same way.
+    """
+    original = example_serializer.ExampleSerializer
+    example_serializer.ExampleSerializer = DeterministicExampleSerializer
+    try:
+        yield
+    finally:
+        example_serializer.ExampleSerializer = original
 
 
 def output_features(source_features, *, mask_cameras: dict[str, tuple[int, int]]):

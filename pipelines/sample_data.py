@@ -11,17 +11,19 @@ files, so the dataset can serve as a fixture for tests and demos.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import pathlib
 import shutil
 import sys
 import tempfile
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from pipelines import sample_render
+from pipelines.rlds_io import deterministic_serialization
 from segmentation.labels import mask_feature_name
 
 DATASET_NAME = "oxe_augment_sample"
@@ -202,33 +204,19 @@ def write_sample_dataset(
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".sample-data-", dir=out.parent) as scratch:
         builder = _SampleDatasetBuilder(spec=spec, data_dir=scratch)
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(
-                try_download_gcs=False, compute_stats=tfds.download.ComputeStatsMode.SKIP
+        # TFDS prints "downloaded and prepared to <scratch path>", which is not where the
+        # dataset ends up.
+        with contextlib.redirect_stdout(io.StringIO()), deterministic_serialization():
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(
+                    try_download_gcs=False, compute_stats=tfds.download.ComputeStatsMode.SKIP
+                )
             )
-        )
         built = pathlib.Path(scratch) / DATASET_NAME / DATASET_VERSION
         out.mkdir(exist_ok=True)
         for path in sorted(built.iterdir()):
             shutil.move(str(path), out / path.name)
-    for shard in sorted(out.glob(f"{DATASET_NAME}-{SPLIT}.tfrecord-*")):
-        _reserialize_deterministically(shard)
     return out
-
-
-def _reserialize_deterministically(shard: pathlib.Path) -> None:
-    """Rewrite a tfrecord shard with each ``tf.train.Example`` serialised in key order.
-
-    TFDS serialises an Example's feature map in the protobuf runtime's hash order, which
-    is seeded per process, so two identical runs give different bytes. Records, their
-    order and their sizes stay the same (``dataset_info.json``'s byte counts hold).
-    """
-    rewritten = shard.with_name(shard.name + ".tmp")
-    with tf.io.TFRecordWriter(str(rewritten)) as writer:
-        for record in tf.data.TFRecordDataset(str(shard)):
-            example = tf.train.Example.FromString(record.numpy())
-            writer.write(example.SerializeToString(deterministic=True))
-    rewritten.replace(shard)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

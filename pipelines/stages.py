@@ -249,25 +249,33 @@ def _coverage(episode: Episode, cameras: list[str]) -> dict[str, float]:
 
 
 class LogProgress(beam.DoFn):
-    """Logs this worker's running totals every ``every_seconds`` (records pass through)."""
+    """Logs this worker's running totals every ``every_seconds`` (records pass through).
 
-    def __init__(self, every_seconds: float):
+    Workers don't share counters, so each reports its own share of the split's
+    ``expected`` episodes; the closing summary gives the job's totals.
+    """
+
+    def __init__(self, split: str, expected: int, every_seconds: float):
+        self._split = split
+        self._expected = expected
         self._every = every_seconds
 
     def setup(self):
         self._episodes = self._frames = self._failed = 0
-        self._start = self._last = time.monotonic()
+        self._start = self._last = None
 
     def process(self, record: EpisodeRecord) -> Iterator[EpisodeRecord]:
+        now = time.monotonic()
+        if self._start is None:
+            self._start = self._last = now
         self._episodes += 1
         self._frames += record.frames
         self._failed += record.status == "failed"
-        now = time.monotonic()
-        if now - self._last >= self._every:
+        if now - self._last >= self._every or self._episodes == self._expected:
             self._last = now
-            rate = self._frames / max(now - self._start, 1e-9)
             log.warning(
-                "progress [pid %d]: %d episodes (%d failed), %d frames, %.1f frames/s",
-                os.getpid(), self._episodes, self._failed, self._frames, rate,
+                "progress %s [worker %d]: %d of %d episodes done here (%d failed), %d frames, %.1f frames/s",
+                self._split, os.getpid(), self._episodes, self._expected, self._failed, self._frames,
+                self._frames / max(now - self._start, 1e-3),
             )
         yield record

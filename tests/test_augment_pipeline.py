@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -89,8 +93,15 @@ def test_robot_pixels_kept_background_replaced_and_stable(augmented, sample_dir)
 
 
 def test_same_recipe_and_seed_write_identical_shards(augmented, sample_dir, tmp_path):
+    """A second run, in another process with two local workers, writes the same bytes."""
     _, _, first = augmented
-    assert augment(sample_dir, tmp_path) == 0
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "oxe-augment"), "run", "configs/textures.yaml",
+        "--set", f"input.dir={sample_dir}", "--set", f"output.dir={tmp_path}", "--set", "composite.protect={}",
+        "--set", f"composite.feather_px={FEATHER}", "--set", "output.variants_per_episode=2",
+        "--set", "output.keep_original=true", "--set", "runner.workers=2",
+    ]
+    assert subprocess.run(command, capture_output=True).returncode == 0
     second = tmp_path / "oxe_augment_sample" / "1.0.0"
     shards = sorted(p.name for p in first.glob("*.tfrecord*"))
     assert shards and shards == sorted(p.name for p in second.glob("*.tfrecord*"))

@@ -52,8 +52,8 @@ def episode(seed=0):
 
 def request(seed, variant=0, size=(HEIGHT, WIDTH)):
     frames, robot, replace = episode()
-    if size != (HEIGHT, WIDTH):
-        frames, robot, replace = frames[:, : size[0], : size[1]], robot[:, : size[0], : size[1]], replace[: size[0], : size[1]]
+    rows, cols = slice(0, size[0]), slice(0, size[1])
+    frames, robot, replace = frames[:, rows, cols], robot[:, rows, cols], replace[rows, cols]
     return BackgroundRequest("episode_0", "image", variant, seed, frames, robot, replace)
 
 
@@ -161,6 +161,13 @@ def test_a_batch_of_several_camera_sizes_keeps_order_and_shapes(sd_source, sd_mo
     np.testing.assert_array_equal(backgrounds[2], sd_source.generate(sd_model, request(22)))
 
 
+def test_nothing_to_replace_and_no_robot_gives_the_clean_plate(sd_source, sd_model):
+    req = request(seed=5)
+    req.robot[:] = False
+    req.replace[:] = False
+    np.testing.assert_array_equal(sd_source.generate(sd_model, req), clean_plate(req.frames, req.robot))
+
+
 def test_every_frame_of_an_episode_gets_the_same_background(sd_source, sd_model):
     req = request(seed=4)
     background = sd_source.generate(sd_model, req)
@@ -236,7 +243,13 @@ def test_check_rejects_an_inpainting_class_name_over_a_text_to_image_unet(tmp_pa
 
 @pytest.mark.parametrize(
     "option, value, key",
-    [("steps", 0, "steps"), ("strength", 1.5, "strength"), ("pipeline", "kandinsky", "pipeline"), ("dtype", "int8", "dtype")],
+    [
+        ("steps", 0, "steps"),
+        ("strength", 1.5, "strength"),
+        ("pipeline", "kandinsky", "pipeline"),
+        ("dtype", "int8", "dtype"),
+        ("device", "gpu0", "device"),
+    ],
 )
 def test_check_names_a_bad_option(sd_folder, option, value, key):
     with pytest.raises(BackgroundConfigError, match=rf"background\.{key}"):
@@ -259,3 +272,20 @@ def test_sdxl_and_flux_fill_pipelines_paint_through_the_same_contract(tmp_path, 
     assert np.abs(batched[0].astype(int) - alone).mean() > 10
     outside = ~inpaint_mask(req, DILATE_PX)
     np.testing.assert_array_equal(alone[outside], clean_plate(req.frames, req.robot)[outside])
+
+
+def test_the_shipped_recipe_validates_and_paints_with_a_model_filled_in(sd_folder):
+    from pathlib import Path
+
+    from pipelines.recipe import load_recipe
+
+    recipe_path = Path(__file__).resolve().parents[1] / "configs" / "diffusion_inpaint.yaml"
+    recipe = load_recipe(str(recipe_path), [f"background.model={sd_folder}", "background.steps=2"])
+    source = recipe.background_source()
+    assert isinstance(source, DiffusionInpaintBackground)
+    source.check()
+    background = source.generate(source.load_model(), request(seed=40))
+    assert background.shape == (HEIGHT, WIDTH, 3)
+    # As shipped, the placeholder path is named by check().
+    with pytest.raises(BackgroundConfigError, match="/path/to/stable-diffusion-inpainting"):
+        load_recipe(str(recipe_path)).background_source().check()

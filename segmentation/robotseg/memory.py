@@ -6,13 +6,13 @@ SAM 2 keeps every frame's output and, for the current frame, picks the condition
 what those picks can reach and drops the rest as it goes, so memory does not grow with
 the length of an episode.
 
-One difference from SAM 2: when tracking turns to the frames before the first prompted
-frame (the reverse pass), the forward pass's recent frames are forgotten, not reused.
+When prompts start after frame 0, SAM 2's backward pass (from the first prompted frame
+down to frame 0) reads the forward pass's first frames after the prompt; the bank keeps
+exactly those (``keep_for_reverse``) until the backward pass is done with them.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 
 import torch
@@ -40,38 +40,42 @@ class MemorySelection:
 
 
 class MemoryBank:
-    """Conditioning frames plus bounded queues of recent memories and object pointers."""
+    """Conditioning frames plus the recent memories and object pointers selection can still reach."""
 
-    def __init__(self, num_maskmem: int, max_obj_ptrs: int, max_cond_frames: int, num_frames: int):
+    def __init__(self, num_maskmem: int, max_obj_ptrs: int, max_cond_frames: int, num_frames: int, first_cond_frame: int = 0):
         self.num_maskmem = num_maskmem
         self.max_obj_ptrs = min(num_frames, max_obj_ptrs)
         self.max_cond_frames = max_cond_frames
         self.cond: dict[int, MemoryEntry] = {}
-        self.recent: collections.OrderedDict[int, MemoryEntry] = collections.OrderedDict()
-        self.pointers: collections.OrderedDict[int, torch.Tensor] = collections.OrderedDict()
+        self.recent: dict[int, MemoryEntry] = {}
+        self.pointers: dict[int, torch.Tensor] = {}
         self.reverse = False
-
-    @property
-    def empty(self) -> bool:
-        return not self.cond
+        reach = max(num_maskmem - 1, self.max_obj_ptrs - 1)
+        # The backward pass from the first prompted frame c reads frames c+1 ... c+reach.
+        self.keep_for_reverse = set(range(first_cond_frame + 1, first_cond_frame + 1 + reach)) if first_cond_frame > 0 else set()
 
     def add(self, frame_idx: int, entry: MemoryEntry, is_cond: bool) -> None:
-        """Store a frame's memory; drops the oldest recent frames beyond what selection can reach."""
+        """Store a frame's memory, then drop what no later frame can select."""
         if is_cond:
             self.cond[frame_idx] = entry
             return
         self.recent[frame_idx] = entry
         self.pointers[frame_idx] = entry.obj_ptr
-        while len(self.recent) > max(self.num_maskmem - 1, 0):
-            self.recent.popitem(last=False)
-        while len(self.pointers) > max(self.max_obj_ptrs - 1, 0):
-            self.pointers.popitem(last=False)
+        # The next frame selects memories up to num_maskmem - 1 frames back and pointers
+        # up to max_obj_ptrs - 1 back; anything farther from this frame is dead.
+        for t in list(self.recent):
+            if abs(frame_idx - t) > self.num_maskmem - 2 and self._droppable(t):
+                del self.recent[t]
+        for t in list(self.pointers):
+            if abs(frame_idx - t) > self.max_obj_ptrs - 2 and self._droppable(t):
+                del self.pointers[t]
+
+    def _droppable(self, t: int) -> bool:
+        return self.reverse or t not in self.keep_for_reverse
 
     def start_reverse(self) -> None:
         """Turn to tracking backwards in time (frames before the first prompted frame)."""
         self.reverse = True
-        self.recent.clear()
-        self.pointers.clear()
 
     def select(self, frame_idx: int) -> MemorySelection:
         """SAM 2's choice of memories for ``frame_idx`` (see ``SAM2Base._prepare_memory_conditioned_features``)."""

@@ -105,7 +105,7 @@ def clip_losses(outputs: list[StepOutput], masks: torch.Tensor, weights: LossWei
             terms["structure"].append(torch.stack(structure).mean())
     means = {k: torch.stack(v).mean() if v else torch.zeros((), device=masks.device) for k, v in terms.items()}
     total = means["mask"] + weights.iou * means["iou"] + weights.object_score * means["object_score"] + weights.structure * means["structure"]
-    return total, StepLosses(float(total), *(float(means[k]) for k in ("mask", "iou", "object_score", "structure")))
+    return total, StepLosses(float(total.detach()), *(float(means[k].detach()) for k in ("mask", "iou", "object_score", "structure")))
 
 
 def train_step(

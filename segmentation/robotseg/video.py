@@ -69,11 +69,11 @@ class FrameTracker(Protocol):
     def encode(self, images: torch.Tensor) -> Sequence[Any]:
         """Per-frame features of ``images`` ``(N, 3, S, S)`` (RGB in [0, 1], model size)."""
 
-    def start(self, target: str, num_frames: int) -> Any:
-        """A fresh tracking state (memory bank) for one target."""
+    def start(self, target: str, num_frames: int, first_cond_frame: int) -> Any:
+        """A fresh tracking state (memory bank) for one target prompted first on ``first_cond_frame``."""
 
     def step(self, state: Any, frame: int, features: Any, prompt: PointPrompt | None, kind: str) -> torch.Tensor:
-        """Mask logits ``(1, 1, S, S)`` for ``frame``; updates ``state``'s memory."""
+        """Mask logits ``(1, 1, h, w)`` (any resolution) for ``frame``; updates ``state``'s memory."""
 
 
 def schedule(cond_frames: Sequence[int], num_frames: int) -> list[Visit]:
@@ -147,9 +147,10 @@ class RobotSegTracker:
         features = self.model.encode_images(images)
         return [features.frame(i) for i in range(len(features))]
 
-    def start(self, target: str, num_frames: int) -> "RobotSegTracker.State":
+    def start(self, target: str, num_frames: int, first_cond_frame: int) -> "RobotSegTracker.State":
         c = self.model.config
-        return self.State(target, MemoryBank(c.num_maskmem, c.max_obj_ptrs_in_encoder, c.max_cond_frames_in_attn, num_frames))
+        bank = MemoryBank(c.num_maskmem, c.max_obj_ptrs_in_encoder, c.max_cond_frames_in_attn, num_frames, first_cond_frame)
+        return self.State(target, bank)
 
     def step(self, state: "RobotSegTracker.State", frame: int, features: FrameFeatures, prompt: PointPrompt | None, kind: str) -> torch.Tensor:
         if kind == "reverse" and not state.bank.reverse:
@@ -157,7 +158,7 @@ class RobotSegTracker:
         selection = None if kind == "cond" else state.bank.select(frame)
         output = self.model.step(features, state.target, selection, prompt)
         state.bank.add(frame, self.model.encode_memory(features, output, from_points=prompt is not None), is_cond=kind == "cond")
-        return output.high_res_logits
+        return output.low_res_logits
 
 
 @torch.inference_mode()
@@ -179,7 +180,7 @@ def iter_masks(
     for cond_frames, group in groups.items():
         visits = schedule(cond_frames, num_frames)
         with _autocast(device, options):
-            states = [tracker.start(track.target, num_frames) for track in group]
+            states = [tracker.start(track.target, num_frames, cond_frames[0]) for track in group]
         for begin in range(0, len(visits), chunk_size):
             chunk = visits[begin : begin + chunk_size]
             indices = [v.frame for v in chunk]
@@ -198,7 +199,7 @@ def iter_masks(
 
 
 def _to_mask(logits: torch.Tensor, frame: np.ndarray, options: InferenceOptions) -> np.ndarray:
-    """Logits at model size -> boolean mask at the frame's own size."""
+    """Logits (any size) -> boolean mask at the frame's own size."""
     h, w = frame.shape[:2]
     resized = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
     if options.refine:
