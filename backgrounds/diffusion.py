@@ -4,7 +4,7 @@ For each (episode, camera, variant) request the source builds the episode's clea
 (the scene with the robot removed, ``backgrounds.clean_plate``), and asks a diffusers
 inpainting pipeline (Stable Diffusion, SDXL or Flux Fill) to repaint the part the recipe
 replaces plus every pixel the robot ever covers. The result is one ``(H, W, 3)`` image
-that the pipeline reuses for every frame, so the painted scene cannot flicker; pixels
+that the augmentation reuses for every frame, so the painted scene cannot flicker; pixels
 outside the inpaint mask are the clean plate's, exactly.
 
 The noise comes from a ``torch.Generator`` seeded by the request's seed and the prompt's
@@ -20,7 +20,6 @@ import json
 import math
 import re
 import string
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +83,7 @@ def _default_slots() -> dict[str, list[str]]:
 
 
 @dataclasses.dataclass
-class Options:
+class DiffusionOptions:
     """The ``background:`` keys of a recipe with ``source: diffusion``."""
 
     model: str  # local pipeline folder (save_pretrained layout) or a hub id already in the local cache
@@ -209,7 +208,7 @@ class DiffusionInpaintBackground(BackgroundSource):
     """Backgrounds painted by a diffusers inpainting pipeline into each episode's clean plate."""
 
     name = "diffusion"
-    Options = Options
+    Options = DiffusionOptions
     #: Where this source's options sit in the recipe, for error messages (``mix`` sets it on children).
     key_path = "background"
 
@@ -329,7 +328,6 @@ class DiffusionInpaintBackground(BackgroundSource):
 
     def load_model(self) -> Any:
         """The diffusers pipeline on its device and dtype, progress bars off."""
-        _keep_triton_out_after_tensorflow()
         import diffusers
 
         kind = self.pipeline_kind()
@@ -375,7 +373,19 @@ class DiffusionInpaintBackground(BackgroundSource):
         side = self.options.resolution or native_resolution(model)
         # Latent sides divisible by 8 keep every UNet downsampling exact and Flux's 2x2 packing whole.
         multiple = model.vae_scale_factor * 8
-        jobs = [self.inpaint_job(request, generation_size(request.size, side, multiple)) for request in requests]
+        # The variants of one episode's camera share its frames: one clean plate for all of them
+        # (keyed by the arrays' identity, which the requests keep alive for this call).
+        plates: dict[tuple[int, int], np.ndarray] = {}
+        for request in requests:
+            key = (id(request.frames), id(request.robot))
+            if key not in plates:
+                plates[key] = clean_plate(request.frames, request.robot)
+        jobs = [
+            self.inpaint_job(
+                request, plates[id(request.frames), id(request.robot)], generation_size(request.size, side, multiple)
+            )
+            for request in requests
+        ]
 
         # Nothing to paint (no replaced area, no robot): the plate is the answer.
         backgrounds: list[np.ndarray | None] = [None if job.mask.any() else job.plate for job in jobs]
@@ -391,10 +401,10 @@ class DiffusionInpaintBackground(BackgroundSource):
                     backgrounds[i] = blend_into_plate(camera_image, job.plate, job.mask, self.options.dilate_px)
         return backgrounds
 
-    def inpaint_job(self, request: BackgroundRequest, size: tuple[int, int]) -> InpaintJob:
-        """The clean plate, inpaint mask, prompt and seed of one request."""
+    def inpaint_job(self, request: BackgroundRequest, plate: np.ndarray, size: tuple[int, int]) -> InpaintJob:
+        """What to paint for one request whose clean plate is ``plate``, at generation ``size``."""
         return InpaintJob(
-            plate=clean_plate(request.frames, request.robot),
+            plate=plate,
             mask=inpaint_mask(request, self.options.dilate_px),
             prompt=fill_prompt(self.options.prompt, self.options.slots, request.rng()),
             seed=request.seed,
@@ -428,18 +438,6 @@ class DiffusionInpaintBackground(BackgroundSource):
         with torch.inference_mode():
             painted = model(**arguments).images
         return [np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8) for image in painted]
-
-
-def _keep_triton_out_after_tensorflow() -> None:
-    """Stop ``import diffusers`` from killing a process that has already loaded TensorFlow.
-
-    diffusers imports ``torch._dynamo``, which imports triton, and importing triton after
-    TensorFlow ends the process with SIGSEGV (triton 3.8, tensorflow-cpu 2.21). Beam
-    workers load TensorFlow to read TFDS before any model. Inference needs no triton (it
-    serves ``torch.compile``), so in that order triton is marked missing for this process.
-    """
-    if "tensorflow" in sys.modules and "triton" not in sys.modules:
-        sys.modules["triton"] = None  # makes `import triton` raise ImportError, which torch handles
 
 
 def _dtype_keyword() -> str:

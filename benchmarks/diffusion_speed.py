@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from backgrounds.base import BackgroundRequest  # noqa: E402
-from backgrounds.diffusion import PIPELINE_KINDS, DiffusionInpaintBackground, Options  # noqa: E402
+from backgrounds.diffusion import PIPELINE_KINDS, DiffusionInpaintBackground, DiffusionOptions  # noqa: E402
 
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "diffusion_speed.json"
 
@@ -212,8 +212,10 @@ def run_cuda(args, scratch: Path) -> list[dict]:
     results = []
     for kind in args.kinds:
         folder = getattr(args, kind)
-        options = Options(model=folder or f"<random {kind}>", pipeline=kind, steps=args.steps,
-                          images_per_call=args.images_per_call, device="cuda")
+        options = DiffusionOptions(
+            model=folder or f"<random {kind}>", pipeline=kind, steps=args.steps,
+            images_per_call=args.images_per_call, device="cuda",
+        )
         source = DiffusionInpaintBackground(options)
         if folder:
             source.check()
@@ -241,7 +243,9 @@ def run_cpu_tiny(args, scratch: Path) -> list[dict]:
     for kind in args.kinds:
         folder = savers[kind](scratch / kind)
         source = DiffusionInpaintBackground(
-            Options(model=str(folder), steps=min(args.steps, 2), images_per_call=args.images_per_call, device="cpu")
+            DiffusionOptions(
+                model=str(folder), steps=min(args.steps, 2), images_per_call=args.images_per_call, device="cpu"
+            )
         )
         source.check()
         model = source.load_model()

@@ -5,6 +5,7 @@ contract around them (shape, seeds, where the clean plate survives, errors at ch
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from backgrounds.base import BackgroundConfigError, BackgroundRequest, backgroun
 from backgrounds.clean_plate import clean_plate
 from backgrounds.diffusion import (
     DiffusionInpaintBackground,
-    Options,
+    DiffusionOptions,
     fill_prompt,
     generation_size,
     inpaint_mask,
@@ -80,7 +81,8 @@ def sd_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sd_source(sd_folder):
-    return DiffusionInpaintBackground(Options(model=str(sd_folder), steps=2, dilate_px=DILATE_PX, images_per_call=2))
+    options = DiffusionOptions(model=str(sd_folder), steps=2, dilate_px=DILATE_PX, images_per_call=2)
+    return DiffusionInpaintBackground(options)
 
 
 @pytest.fixture(scope="module")
@@ -148,10 +150,16 @@ def test_same_seed_same_background_also_when_batched_with_others(sd_source, sd_m
     np.testing.assert_array_equal(again, alone)
 
 
-def test_different_seeds_give_different_backgrounds(sd_source, sd_model):
-    first, second = sd_source.generate_batch(sd_model, [request(seed=11), request(seed=12, variant=1)])
-    painted = inpaint_mask(request(seed=11), DILATE_PX)
+def test_variants_of_one_camera_differ_by_seed_over_the_same_plate(sd_source, sd_model):
+    # As the pipeline sends them: the variants share the episode's arrays.
+    base = request(seed=11)
+    variant = BackgroundRequest(base.episode_key, base.camera, 1, 12, base.frames, base.robot, base.replace)
+    first, second = sd_source.generate_batch(sd_model, [base, variant])
+    painted = inpaint_mask(base, DILATE_PX)
     assert np.abs(first[painted].astype(int) - second[painted]).mean() > 10
+    plate = clean_plate(base.frames, base.robot)
+    np.testing.assert_array_equal(first[~painted], plate[~painted])
+    np.testing.assert_array_equal(second[~painted], plate[~painted])
 
 
 def test_a_batch_of_several_camera_sizes_keeps_order_and_shapes(sd_source, sd_model):
@@ -192,7 +200,7 @@ def test_prompt_slots_are_filled_from_the_request_seed():
 
 
 def test_check_names_a_prompt_slot_without_values(sd_folder):
-    source = DiffusionInpaintBackground(Options(model=str(sd_folder), prompt="a {colour} wall", slots={}))
+    source = DiffusionInpaintBackground(DiffusionOptions(model=str(sd_folder), prompt="a {colour} wall", slots={}))
     with pytest.raises(BackgroundConfigError, match=r"background\.slots\.colour"):
         source.check()
 
@@ -200,17 +208,17 @@ def test_check_names_a_prompt_slot_without_values(sd_folder):
 def test_check_names_a_missing_model_path(tmp_path):
     missing = tmp_path / "no" / "such-inpainting-model"
     with pytest.raises(BackgroundConfigError, match=str(missing)):
-        DiffusionInpaintBackground(Options(model=str(missing))).check()
+        DiffusionInpaintBackground(DiffusionOptions(model=str(missing))).check()
 
 
 def test_check_names_a_hub_id_that_is_not_in_the_local_cache():
     with pytest.raises(BackgroundConfigError, match="oxe-augment-tests/no-such-model.*allow_download"):
-        DiffusionInpaintBackground(Options(model="oxe-augment-tests/no-such-model")).check()
+        DiffusionInpaintBackground(DiffusionOptions(model="oxe-augment-tests/no-such-model")).check()
 
 
 def test_check_rejects_an_empty_folder(tmp_path):
     with pytest.raises(BackgroundConfigError, match=f"{tmp_path}.*model_index.json"):
-        DiffusionInpaintBackground(Options(model=str(tmp_path))).check()
+        DiffusionInpaintBackground(DiffusionOptions(model=str(tmp_path))).check()
 
 
 @pytest.fixture(scope="module")
@@ -220,13 +228,13 @@ def text_to_image_folder(tmp_path_factory):
 
 def test_check_rejects_a_text_to_image_pipeline(text_to_image_folder):
     with pytest.raises(BackgroundConfigError, match=f"{text_to_image_folder}.*StableDiffusionPipeline"):
-        DiffusionInpaintBackground(Options(model=str(text_to_image_folder))).check()
+        DiffusionInpaintBackground(DiffusionOptions(model=str(text_to_image_folder))).check()
 
 
 def test_check_rejects_a_text_to_image_unet_under_an_explicit_pipeline(text_to_image_folder):
     # pipeline: sd overrides the class name, but a 4-channel UNet cannot see the plate.
     with pytest.raises(BackgroundConfigError, match=f"{text_to_image_folder}/unet/config.json.*in_channels=4.*9"):
-        DiffusionInpaintBackground(Options(model=str(text_to_image_folder), pipeline="sd")).check()
+        DiffusionInpaintBackground(DiffusionOptions(model=str(text_to_image_folder), pipeline="sd")).check()
 
 
 def test_check_rejects_an_inpainting_class_name_over_a_text_to_image_unet(tmp_path, text_to_image_folder):
@@ -238,7 +246,7 @@ def test_check_rejects_an_inpainting_class_name_over_a_text_to_image_unet(tmp_pa
     (folder / "unet").mkdir()
     (folder / "unet" / "config.json").write_text((text_to_image_folder / "unet" / "config.json").read_text())
     with pytest.raises(BackgroundConfigError, match="in_channels=4"):
-        DiffusionInpaintBackground(Options(model=str(folder))).check()
+        DiffusionInpaintBackground(DiffusionOptions(model=str(folder))).check()
 
 
 @pytest.mark.parametrize(
@@ -253,13 +261,13 @@ def test_check_rejects_an_inpainting_class_name_over_a_text_to_image_unet(tmp_pa
 )
 def test_check_names_a_bad_option(sd_folder, option, value, key):
     with pytest.raises(BackgroundConfigError, match=rf"background\.{key}"):
-        DiffusionInpaintBackground(Options(model=str(sd_folder), **{option: value})).check()
+        DiffusionInpaintBackground(DiffusionOptions(model=str(sd_folder), **{option: value})).check()
 
 
 @pytest.mark.parametrize("save, kind", [(save_tiny_sdxl_inpaint, "sdxl"), (save_tiny_flux_fill, "flux")])
 def test_sdxl_and_flux_fill_pipelines_paint_through_the_same_contract(tmp_path, save, kind):
     source = DiffusionInpaintBackground(
-        Options(model=str(save(tmp_path / kind)), steps=2, dilate_px=DILATE_PX, resolution=64)
+        DiffusionOptions(model=str(save(tmp_path / kind)), steps=2, dilate_px=DILATE_PX, resolution=64)
     )
     source.check()
     assert source.pipeline_kind().name == kind
@@ -275,8 +283,6 @@ def test_sdxl_and_flux_fill_pipelines_paint_through_the_same_contract(tmp_path, 
 
 
 def test_the_shipped_recipe_validates_and_paints_with_a_model_filled_in(sd_folder):
-    from pathlib import Path
-
     from pipelines.recipe import load_recipe
 
     recipe_path = Path(__file__).resolve().parents[1] / "configs" / "diffusion_inpaint.yaml"

@@ -1,0 +1,80 @@
+"""RobotSeg learns: the tiny model, trained for a few CPU minutes on rendered clips, segments them in video mode.
+
+Slow (about 2-4 minutes on two cores): run with ``pytest -m slow``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from segmentation.labels import target_mask
+from segmentation.robotseg import build_robotseg, segment_video
+from segmentation.robotseg.synthetic import render_synthetic_clip
+from segmentation.robotseg.training import train_step
+from segmentation.robotseg.video import preprocess
+
+CLIPS, FRAMES, BATCH = 8, 4, 2
+MAX_STEPS, EVAL_EVERY, TARGET_IOU = 400, 100, 0.8
+
+
+def video_iou(model, clips) -> float:
+    """Mean over clips of the robot IoU (all frames pooled) in automatic video mode."""
+    ious = []
+    for clip in clips:
+        predicted = segment_video(model, clip.frames, targets=("robot",)) >= 1
+        truth = target_mask(clip.labels, "robot")
+        ious.append((predicted & truth).sum() / max((predicted | truth).sum(), 1))
+    return float(np.mean(ious))
+
+
+def nonzero_grads(model) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
+@pytest.mark.slow
+def test_tiny_robotseg_learns_to_segment_rendered_robots():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic, and no oversubscription on shared runners
+    try:
+        torch.manual_seed(0)
+        clips = [render_synthetic_clip(FRAMES, 128, seed=s) for s in range(CLIPS)]
+        images = torch.stack([preprocess(c.frames, 128, torch.device("cpu")) for c in clips])
+        masks = torch.stack([torch.from_numpy(target_mask(c.labels, "robot")) for c in clips])
+        model = build_robotseg("tiny")
+        before = video_iou(model, clips)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+        rng = np.random.default_rng(0)
+        trained: set[str] = set()
+        iou = before
+        for step in range(1, MAX_STEPS + 1):
+            batch = rng.choice(CLIPS, BATCH, replace=False)
+            losses = train_step(model, optimizer, images[batch], masks[batch], target="robot")
+            assert np.isfinite(losses.total)
+            trained |= nonzero_grads(model)
+            if step % EVAL_EVERY == 0:
+                iou = video_iou(model, clips)
+                if iou >= TARGET_IOU + 0.05:
+                    break
+    finally:
+        torch.set_num_threads(threads)
+
+    print(f"video IoU {iou:.3f} after {step} steps (untrained {before:.3f})")
+    # Training went through SEMA (both branches and the fusion), RPG and the decoder.
+    layers = range(model.config.memory_layers)
+    for name in (
+        *(f"memory_attention.layers.{i}.structure.head.weight" for i in layers),
+        *(f"memory_attention.layers.{i}.structure.cross_attn_memory.q_proj.weight" for i in layers),
+        *(f"memory_attention.layers.{i}.structure.scales.0.0.weight" for i in layers),
+        *(f"memory_attention.layers.{i}.alpha" for i in layers),
+        *(f"memory_attention.layers.{i}.cross_attn_image.k_proj.weight" for i in layers),
+        "prompt_generator.class_tokens",
+        "prompt_generator.empty_memory_token.weight",
+        "prompt_generator.object_proj.weight",
+        "sam_mask_decoder.transformer.layers.0.self_attn.q_proj.weight",
+        "sam_mask_decoder.output_hypernetworks_mlps.0.layers.0.weight",
+        "image_encoder.trunk.patch_embed.proj.weight",
+    ):
+        assert name in trained, name
+    assert iou >= TARGET_IOU, f"IoU {iou:.3f} after {step} steps (untrained: {before:.3f})"
