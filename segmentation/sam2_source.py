@@ -29,7 +29,7 @@ tests use them to build a small randomly initialised SAM 2 (with ``allow_random_
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -79,13 +79,13 @@ class Sam2Tracker:
         keep_for_reverse: set[int]  # forward frames the backward pass will read (see MemoryBank)
         reverse: bool = False
 
-    def __init__(self, sam: nn.Module, compile_encoder: bool = False):
+    def __init__(self, sam: nn.Module, forward_image: Callable | None = None):
         self.sam = sam
         self.image_size = sam.image_size
         device = next(sam.parameters()).device
         self._mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
         self._std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
-        self._forward_image = torch.compile(sam.forward_image, dynamic=False) if compile_encoder else sam.forward_image
+        self._forward_image = forward_image or sam.forward_image  # e.g. a torch.compile'd one
 
     def encode(self, images: torch.Tensor) -> list[tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[int, int]]]]:
         backbone_out = self._forward_image((images - self._mean) / self._std)
@@ -147,16 +147,18 @@ class Sam2Tracker:
 class Sam2VideoModel(nn.Module):
     """A SAM 2 model with one method per clip (works behind Beam's ``large_model`` proxy)."""
 
-    def __init__(self, sam: nn.Module, compile_encoder: bool = False):
+    def __init__(self, sam: nn.Module):
         super().__init__()
         self.sam = sam
-        self.compile_encoder = compile_encoder
+        self._compiled_forward_image: Callable | None = None
 
     def segment_video(self, frames: np.ndarray, prompts: list[FramePrompt], options: InferenceOptions | None = None) -> np.ndarray:
         """Label maps ``(T, H, W)`` uint8 of the prompted targets in ``frames`` ``(T, H, W, 3)`` uint8."""
-        tracks = tracks_for([], prompts)
-        device = next(self.sam.parameters()).device
-        masks = track_video(Sam2Tracker(self.sam, self.compile_encoder), frames, tracks, options, device)
+        options = options or InferenceOptions()
+        if options.compile and self._compiled_forward_image is None:
+            self._compiled_forward_image = torch.compile(self.sam.forward_image, dynamic=False)
+        tracker = Sam2Tracker(self.sam, self._compiled_forward_image if options.compile else None)
+        masks = track_video(tracker, frames, tracks_for([], prompts), options, next(self.sam.parameters()).device)
         return label_maps_from_masks(masks, frames.shape[:3])
 
 
@@ -202,9 +204,7 @@ class Sam2MaskSource(MaskSource):
 
     def load_model(self) -> Sam2VideoModel:
         o = self.options
-        model = build_sam2_video_model(o.sam2_config, o.checkpoint, resolve_device(o.device), o.sam2_overrides)
-        model.compile_encoder = o.compile
-        return model
+        return build_sam2_video_model(o.sam2_config, o.checkpoint, resolve_device(o.device), o.sam2_overrides)
 
     def segment(self, model: Sam2VideoModel, clip: CameraClip) -> np.ndarray:
         o = self.options

@@ -1,6 +1,8 @@
 """RobotSeg learns: the tiny model, trained for a few CPU minutes on rendered clips, segments them in video mode.
 
-Slow (about 2-4 minutes on two cores): run with ``pytest -m slow``.
+The clips are pybullet renders of the project's sample robots (``pipelines.sample_render``:
+Panda, KUKA, xArm on a table, exact label maps); without pybullet, OpenCV-drawn robots
+(``segmentation.robotseg.synthetic``). Slow (2-4 minutes on two cores): ``pytest -m slow``.
 """
 
 from __future__ import annotations
@@ -11,12 +13,26 @@ import torch
 
 from segmentation.labels import target_mask
 from segmentation.robotseg import build_robotseg, segment_video
-from segmentation.robotseg.synthetic import render_synthetic_clip
+from segmentation.robotseg.synthetic import SyntheticClip, render_synthetic_clip
 from segmentation.robotseg.training import train_step
 from segmentation.robotseg.video import preprocess
 
-CLIPS, FRAMES, BATCH = 8, 4, 2
-MAX_STEPS, EVAL_EVERY, TARGET_IOU = 400, 100, 0.8
+CLIPS, FRAMES, BATCH, SIZE = 8, 4, 2, 128
+MAX_STEPS, EVAL_EVERY, TARGET_IOU = 600, 100, 0.8
+
+
+def training_clips() -> list[SyntheticClip]:
+    """Frames and label maps of ``CLIPS`` short clips, one camera each."""
+    try:
+        from pipelines.sample_render import RenderConfig, render_episode
+    except ImportError:
+        return [render_synthetic_clip(FRAMES, SIZE, seed=s) for s in range(CLIPS)]
+    robots = ("panda", "kuka", "xarm")
+    clips = []
+    for seed in range(CLIPS):
+        episode = render_episode(robots[seed % 3], FRAMES, RenderConfig(size=SIZE, cameras=1), np.random.default_rng(seed))
+        clips.append(SyntheticClip(episode.frames["image_0"], episode.label_maps["image_0"]))
+    return clips
 
 
 def video_iou(model, clips) -> float:
@@ -39,8 +55,8 @@ def test_tiny_robotseg_learns_to_segment_rendered_robots():
     torch.set_num_threads(1)  # deterministic, and no oversubscription on shared runners
     try:
         torch.manual_seed(0)
-        clips = [render_synthetic_clip(FRAMES, 128, seed=s) for s in range(CLIPS)]
-        images = torch.stack([preprocess(c.frames, 128, torch.device("cpu")) for c in clips])
+        clips = training_clips()
+        images = torch.stack([preprocess(c.frames, SIZE, torch.device("cpu")) for c in clips])
         masks = torch.stack([torch.from_numpy(target_mask(c.labels, "robot")) for c in clips])
         model = build_robotseg("tiny")
         before = video_iou(model, clips)

@@ -21,7 +21,6 @@ same with gradients.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Callable
 
 import numpy as np
@@ -43,8 +42,6 @@ from segmentation.robotseg.config import RobotSegConfig, robotseg_config
 from segmentation.robotseg.memory import MemoryEntry, MemorySelection
 from segmentation.robotseg.prompt_generator import RobotPromptGenerator
 from segmentation.robotseg.sema import SemaLayer, SemaMemoryAttention, StructureBranch, edge_map
-
-logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass

@@ -45,7 +45,11 @@ def edge_map(images: torch.Tensor, grid: int, method: str = "auto", low: float =
     """
     if method == "auto":
         method = "canny" if kornia_available() else "sobel"
-    images = images.float()
+    with torch.autocast(device_type=images.device.type, enabled=False):  # thresholds are float32 quantities
+        return _edge_map(images.float(), grid, method, low, high)
+
+
+def _edge_map(images: torch.Tensor, grid: int, method: str, low: float, high: float) -> torch.Tensor:
     if method == "canny":
         import kornia
 

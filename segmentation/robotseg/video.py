@@ -6,8 +6,8 @@ tracked target's memory attention and decoder on those shared features. A target
 automatic robot prompt). As in SAM 2, the conditioning frames are segmented first,
 then tracking runs forward from the first of them to the end and backward from it to
 frame 0. Each frame is visited exactly once, so frame features are freed right after
-use and the memory bank (:class:`segmentation.robotseg.memory.MemoryBank`) has a fixed
-size: memory does not grow with the episode. Targets whose conditioning frames differ
+use and the memory bank (:class:`segmentation.robotseg.memory.MemoryBank`) keeps only
+what later frames can select: memory does not grow with the episode. Targets whose conditioning frames differ
 are tracked in separate passes (one image-encoder pass each).
 
 Outputs are resized to each frame's own size and thresholded (optionally refined with
@@ -173,6 +173,8 @@ def iter_masks(
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
     num_frames, h, w = frames.shape[:3]
+    if num_frames == 0:
+        return
     groups: dict[tuple[int, ...], list[Track]] = {}
     for track in tracks:
         groups.setdefault(tuple(sorted(track.prompts)), []).append(track)
@@ -247,5 +249,10 @@ def segment_video(
     if options.compile:
         model.enable_compile()
     tracks = tracks_for(targets, prompts or ())
-    masks = track_video(RobotSegTracker(model), frames, tracks, options, model.device)
+    was_training = model.training
+    model.eval()  # inference behaviour (no dropout, hard no-object masks) even mid-training
+    try:
+        masks = track_video(RobotSegTracker(model), frames, tracks, options, model.device)
+    finally:
+        model.train(was_training)
     return label_maps_from_masks(masks, frames.shape[:3])
