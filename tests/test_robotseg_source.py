@@ -146,3 +146,34 @@ def test_recipe_validates_with_the_pipeline():
     recipe = load_recipe(str(REPO / "configs" / "segment_robotseg.yaml"))
     assert isinstance(recipe.segmentation.options, RobotSegOptions)
     assert recipe.segmentation.options.model_targets == ["robot", "arm", "gripper"]
+
+
+def test_prompt_file_format(tmp_path):
+    from segmentation.robotseg.prompts import FramePrompt, PromptFileError, load_prompt_file
+
+    path = tmp_path / "prompts.json"
+    path.write_text(
+        json.dumps(
+            {
+                "ep0": {
+                    "image_0": {
+                        "3": [{"points": [[1, 2], [3, 4]], "labels": [1, 0], "target": "arm"}, {"box": [0, 0, 9, 9]}],
+                        "0": {"points": [[5, 6]]},
+                    }
+                }
+            }
+        )
+    )
+    parsed = load_prompt_file(path)
+    assert parsed.clip_prompts("ep0", "image_0") == [
+        FramePrompt(0, "robot", points=((5.0, 6.0),), labels=(1,)),
+        FramePrompt(3, "arm", points=((1.0, 2.0), (3.0, 4.0)), labels=(1, 0)),
+        FramePrompt(3, "robot", box=(0.0, 0.0, 9.0, 9.0)),
+    ]
+    assert parsed.clip_prompts("ep0", "image_1") == [] and parsed.clip_prompts("ep1", "image_0") == []
+    path.write_text(json.dumps({"ep0": {"image_0": {"1": [{"box": [0, 0, 1, 1]}, {"points": [[1, 1]]}]}}}))
+    with pytest.raises(PromptFileError, match="frame 1: more than one prompt for the same target"):
+        load_prompt_file(path)
+    path.write_text("{not json")
+    with pytest.raises(PromptFileError, match="not valid JSON"):
+        load_prompt_file(path)

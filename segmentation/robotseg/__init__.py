@@ -2,8 +2,8 @@
 
 Entry points: :func:`build_robotseg` (the model, optionally from a checkpoint),
 :func:`segment_video` (label maps for an in-memory clip) and, for recipes,
-``segmentation.robotseg.source.RobotSegMaskSource``. See ``/work/shared/ROBOTSEG.md``
-for what the model is.
+``segmentation.robotseg.source.RobotSegMaskSource``. The model is described in
+"RobotSeg: A Model and Dataset for Segmenting Robots in Image and Video" (arXiv 2511.22950).
 """
 
 from segmentation.robotseg.checkpoint import CheckpointError, CheckpointReport, load_checkpoint, save_checkpoint

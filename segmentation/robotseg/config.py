@@ -5,8 +5,9 @@ parameters, 1024x1024 input). Its SAM 2 part repeats ``sam2/configs/sam2.1/sam2.
 value for value, so that ``sam2.1_hiera_tiny.pt`` initialises it. ``tiny`` is a small
 model with the same structure for tests and CPU experiments.
 
-Values marked *unconfirmed* in ``/work/shared/ROBOTSEG.md`` are fields here, never
-constants in the model code.
+Details the RobotSeg paper (arXiv 2511.22950) and release leave open (the number of
+macro regions K, the class-token bank, the edge detector's fallback, the structure
+supervision) are fields here, never constants in the model code.
 """
 
 from __future__ import annotations
