@@ -89,3 +89,18 @@ def test_shipped_recipes_are_valid(path):
         assert isinstance(yaml.safe_load(f), dict)
     recipe = load_recipe(path)
     assert recipe.output.dir
+
+
+def test_check_validates_without_running(tmp_path, bridge_dir, capsys):
+    recipe = write_recipe(tmp_path, f"input: {{dir: {bridge_dir}}}\noutput: {{dir: {tmp_path}/o}}\n")
+    assert run_cli("run", recipe, "--check") == 0
+    assert "ok (train, val; cameras image_0, image_1, image_2, image_3)" in capsys.readouterr().out
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "inspect", "sample-data", "eval"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(command, "--help")
+    assert exit_info.value.code == 0
+    assert f"usage: oxe-augment {command}" in capsys.readouterr().out
