@@ -26,6 +26,7 @@ _PUBLIC = {
     "replace_mask": "augment.regions",
     "robot_alpha": "augment.composite",
     "composite_clip": "augment.composite",
+    "clip_alpha": "augment.composite",
     "harmonize_clip": "augment.photometric",
     "jitter_clip": "augment.jitter",
     "mask_overlay": "augment.previews",

@@ -64,6 +64,15 @@ def _feathered(mask: np.ndarray, settings: CompositeSettings) -> np.ndarray:
     return np.clip((signed + feather) / (2.0 * feather), 0.0, 1.0).astype(np.float32)
 
 
+def clip_alpha(foreground: np.ndarray, settings: CompositeSettings) -> np.ndarray:
+    """:func:`robot_alpha` of every frame: ``(T, H, W)`` float32.
+
+    It depends only on the masks and the settings, so the variants of one camera can
+    share it (pass it to :func:`composite_clip` as ``alpha``).
+    """
+    return np.stack([robot_alpha(mask, settings) for mask in np.asarray(foreground) != 0])
+
+
 def composite_clip(
     frames: np.ndarray,
     foreground: np.ndarray,
@@ -71,12 +80,14 @@ def composite_clip(
     protected: np.ndarray | None,
     plan: CameraPlan,
     settings: CompositeSettings,
+    alpha: np.ndarray | None = None,
 ) -> np.ndarray:
     """The augmented clip ``(T, H, W, 3)`` uint8.
 
     ``frames`` (T, H, W, 3) uint8 RGB, the original clip; ``foreground`` (T, H, W) bool,
     the robot in each frame; ``background`` (H, W, 3) uint8 (static) or (T, H, W, 3);
-    ``protected`` (H, W) bool or ``None``, pixels that keep the original frame.
+    ``protected`` (H, W) bool or ``None``, pixels that keep the original frame;
+    ``alpha``, :func:`clip_alpha` of ``foreground`` if already computed.
 
     Guarantees (with ``settings.robot_transforms`` empty and ``harmonize`` 0, before the
     jitter, which shifts everything):
@@ -113,7 +124,10 @@ def composite_clip(
     if len(frames) == 0:
         return frames.copy()
 
-    alpha = np.stack([robot_alpha(mask, settings) for mask in foreground])
+    if alpha is None:
+        alpha = clip_alpha(foreground, settings)
+    elif alpha.shape != clip_shape:
+        raise ValueError(f"alpha must be (T, H, W) = {clip_shape}, got {alpha.shape}")
     visible = alpha > 0
 
     # Transforming a static background once is what makes it identical in every frame.

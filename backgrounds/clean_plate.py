@@ -110,3 +110,11 @@ class CleanPlateBackground(BackgroundSource):
 
     def generate(self, model, request: BackgroundRequest) -> np.ndarray:
         return clean_plate(request.frames, request.robot, self.options.dilate_px, self.options.inpaint_radius)
+
+    def generate_batch(self, model, requests: list[BackgroundRequest]) -> list[np.ndarray]:
+        """One plate per (episode, camera), shared by its variants: the plate has no randomness."""
+        plates: dict[tuple[str, str], np.ndarray] = {}
+        for request in requests:
+            if (request.episode_key, request.camera) not in plates:
+                plates[request.episode_key, request.camera] = self.generate(model, request)
+        return [plates[r.episode_key, r.camera] for r in requests]

@@ -56,7 +56,16 @@ def main() -> None:
             "configs/copy.yaml", [f"input.dir={dataset}", f"output.dir={out}", f"runner.workers={workers}"]
         )
         assert measurement.returncode == 0, measurement
+        # The same run on one episode per split: the fixed cost (worker start-up, imports).
+        startup, _ = run_recipe(
+            "configs/copy.yaml",
+            [f"input.dir={dataset}", f"output.dir={out}-startup", f"runner.workers={workers}", "input.max_episodes=1"],
+        )
         runs.append({
+            "startup_wall_seconds": round(startup.wall_seconds, 2),
+            "marginal_episodes_per_second": round(
+                (report["episodes_written"] - 2) / max(measurement.wall_seconds - startup.wall_seconds, 1e-9), 2
+            ),
             "workers": workers,
             "episodes": report["episodes_written"],
             "frames": report["frames"],

@@ -143,6 +143,7 @@ class AugmentPipeline:
             cameras=plan.cameras,
             compose=ComposePlan(
                 cameras=plan.cameras,
+                camera_formats={c: plan.source.observation_features[c].encoding_format or "png" for c in plan.cameras},
                 targets=list(self.recipe.segmentation.targets),
                 seed=self.recipe.seed,
                 variants=self.recipe.output.variants_per_episode,
@@ -165,7 +166,10 @@ class AugmentPipeline:
         args = list(self.beam_args)
         if not any(a.startswith("--runner") for a in args):
             workers = self.recipe.runner.workers or os.cpu_count() or 1
-            args += ["--runner=DirectRunner", "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+            # One worker runs in this process: a worker process would only add its
+            # start-up (TensorFlow, torch, Beam imports) and a gRPC hop per bundle.
+            mode = "in_memory" if workers == 1 else "multi_processing"
+            args += ["--runner=DirectRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
         if not any(a.startswith("--default_sdk_harness_log_level") for a in args) and not self.verbose:
             args.append("--default_sdk_harness_log_level=WARNING")
         return PipelineOptions(args)

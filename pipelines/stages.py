@@ -18,11 +18,11 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from augment.composite import composite_clip
+from augment.composite import clip_alpha, composite_clip
 from augment.previews import contact_sheet, mask_coverage, write_gif, write_png
 from augment.regions import protected_mask
 from augment.variants import plan_camera, variant_seed
-from pipelines.episode import Episode
+from pipelines.episode import Episode, encode_image
 from pipelines.handlers import StageFailure
 from pipelines.rlds_io import RawEpisode, ReadFailure, ShardSpec, decode_episode, image_decoders, provenance, read_shard
 from segmentation.labels import targets_mask
@@ -142,6 +142,7 @@ class ComposePlan:
     """What the compose stage needs from the recipe (small and picklable)."""
 
     cameras: list[str]
+    camera_formats: dict[str, str]  # camera -> "jpeg" | "png", as the dataset stores it
     targets: list[str]
     seed: int
     variants: int
@@ -192,7 +193,12 @@ class ComposeVariants(beam.DoFn):
 
     def _outputs(self, episode: Episode) -> tuple[list[tuple[str, dict]], dict[str, float]]:
         plan = self._plan
-        masks = {c: episode.masks[c] for c in plan.cameras if c in episode.masks} if plan.write_masks else {}
+        # Encoded once per episode, shared by every output episode.
+        masks = {
+            camera: [encode_image(labels, "png") for labels in episode.masks[camera]]
+            for camera in plan.cameras
+            if plan.write_masks and camera in episode.masks
+        }
         coverage = _coverage(episode, plan.cameras)
         if not plan.augments:
             # Copy, or only add masks: one output episode, every frame its original bytes.
@@ -213,13 +219,19 @@ class ComposeVariants(beam.DoFn):
                 name = plan.composite.protect_feature.format(camera=camera)
                 observation = episode.observation_arrays([name])
             protected = protected_mask(plan.composite, camera, frames.shape[1:3], observation)
+            alpha = clip_alpha(foreground, plan.composite)  # shared by the variants
             for variant in range(plan.variants):
                 seed = variant_seed(plan.seed, episode.key, variant, camera)
                 camera_plan = plan_camera(plan.composite, seed, frames.shape[1:3])
                 background = episode.backgrounds[(camera, variant)]
-                variant_frames[camera].append(composite_clip(frames, foreground, background, protected, camera_plan, plan.composite))
+                variant_frames[camera].append(
+                    composite_clip(frames, foreground, background, protected, camera_plan, plan.composite, alpha)
+                )
         for variant in range(plan.variants):
-            frames = {camera: variant_frames[camera][variant] for camera in plan.cameras}
+            frames = {
+                camera: [encode_image(frame, plan.camera_formats[camera]) for frame in variant_frames[camera][variant]]
+                for camera in plan.cameras
+            }
             provenance = self._provenance(episode, f"v{variant}")
             outputs.append((f"{episode.key}/v{variant}", episode.output_example(frames, masks, provenance)))
         if episode.index < plan.previews:
