@@ -30,10 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:
         split_at = argv.index("--")
         argv, beam_args = argv[:split_at], argv[split_at + 1 :]
+    # Logging is set before the parser imports Beam, which logs on import.
+    _configure_logging(verbose=any(a in ("-v", "--verbose") for a in argv))
     parser = build_parser()
     args = parser.parse_args(argv)
     args.beam_args = beam_args
-    _configure_logging(args.verbose)
     if not hasattr(args, "handler"):
         parser.print_help()
         return EXIT_CONFIG

@@ -7,8 +7,10 @@ writer, then account for every episode in ``report.json``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
+import io
 import importlib.metadata
 import logging
 import os
@@ -81,7 +83,10 @@ class AugmentPipeline:
             description=f"{plan.source.name} {plan.source.version} augmented by oxe-augment recipe {self.recipe.name}",
             file_format="tfrecord",
         )
-        with deterministic_serialization():  # same recipe and seed: same bytes
+        # TFDS prints "Downloading and preparing dataset..." (nothing is downloaded); the
+        # run prints its own summary instead.
+        quiet = contextlib.nullcontext() if self.verbose else contextlib.redirect_stdout(io.StringIO())
+        with deterministic_serialization(), quiet:  # same recipe and seed: same bytes
             builder.download_and_prepare(
                 download_dir=os.path.join(work_dir, "downloads"),  # TFDS wants one; nothing is downloaded
                 download_config=tfds.download.DownloadConfig(beam_options=self.beam_options()),

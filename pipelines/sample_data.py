@@ -19,12 +19,20 @@ import shutil
 import sys
 import tempfile
 
+import typing
+
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pipelines import sample_render
 from pipelines.rlds_io import deterministic_serialization
 from segmentation.labels import mask_feature_name
+
+if typing.TYPE_CHECKING:
+    from pipelines import sample_render
+
+# pybullet prints a banner when imported, so ``sample_render`` is imported only when
+# rendering, not whenever the command line is built. These are its robots' names.
+ROBOT_NAMES = ("panda", "kuka", "xarm")
 
 DATASET_NAME = "oxe_augment_sample"
 DATASET_VERSION = "1.0.0"
@@ -38,15 +46,15 @@ class SampleSpec:
     episodes: int = 8
     steps: int = 16
     size: int = 128
-    robots: tuple[str, ...] = tuple(sample_render.ROBOTS)
+    robots: tuple[str, ...] = ROBOT_NAMES
     cameras: int = 2
     wrist: bool = False
     seed: int = 0
 
     def __post_init__(self):
-        unknown = [r for r in self.robots if r not in sample_render.ROBOTS]
+        unknown = [r for r in self.robots if r not in ROBOT_NAMES]
         if unknown or not self.robots:
-            raise ValueError(f"unknown robots {unknown or '(none given)'}; choose from {sorted(sample_render.ROBOTS)}")
+            raise ValueError(f"unknown robots {unknown or '(none given)'}; choose from {sorted(ROBOT_NAMES)}")
         if self.cameras not in (1, 2):
             raise ValueError(f"cameras must be 1 or 2, got {self.cameras}")
         if self.episodes < 1 or self.steps < 1 or self.size < 16:
@@ -54,6 +62,8 @@ class SampleSpec:
 
     @property
     def render_config(self) -> sample_render.RenderConfig:
+        from pipelines import sample_render
+
         return sample_render.RenderConfig(size=self.size, cameras=self.cameras, wrist=self.wrist)
 
     def robot_of_episode(self, index: int) -> str:
@@ -63,6 +73,8 @@ class SampleSpec:
 
 def features_of(spec: SampleSpec) -> tfds.features.FeaturesDict:
     """The dataset's TFDS feature tree (OXE style, plus one mask feature per camera)."""
+    from pipelines import sample_render
+
     size = spec.size
     observation = {}
     for camera in spec.render_config.camera_names():
@@ -137,6 +149,8 @@ def episode_example(index: int, episode: sample_render.RenderedEpisode) -> dict:
 
 def render_sample_episode(spec: SampleSpec, index: int) -> sample_render.RenderedEpisode:
     """Episode ``index`` of the dataset ``spec`` describes; depends only on (seed, index)."""
+    from pipelines import sample_render
+
     rng = np.random.default_rng([spec.seed, index])
     return sample_render.render_episode(spec.robot_of_episode(index), spec.steps, spec.render_config, rng)
 
@@ -182,7 +196,7 @@ def write_sample_dataset(
     episodes: int = 8,
     steps: int = 16,
     size: int = 128,
-    robots: tuple[str, ...] | list[str] = tuple(sample_render.ROBOTS),
+    robots: tuple[str, ...] | list[str] = ROBOT_NAMES,
     cameras: int = 2,
     wrist: bool = False,
     seed: int = 0,
@@ -237,8 +251,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=int, default=128, help="square image size in pixels (default 128)")
     parser.add_argument(
         "--robots",
-        default=",".join(sample_render.ROBOTS),
-        help=f"comma-separated robots, episodes cycle through them (default {','.join(sample_render.ROBOTS)})",
+        default=",".join(ROBOT_NAMES),
+        help=f"comma-separated robots, episodes cycle through them (default {','.join(ROBOT_NAMES)})",
     )
     parser.add_argument(
         "--cameras", type=int, choices=(1, 2), default=2, help="static third-person cameras (default 2)"

@@ -202,3 +202,9 @@ def test_refuses_a_non_empty_output(tmp_path, capsys):
 def test_rejects_unknown_robot(tmp_path, capsys):
     assert run_cli(["sample-data", str(tmp_path / "out"), "--robots", "panda,ur5"]) == 2
     assert "ur5" in capsys.readouterr().err
+
+
+def test_robot_names_match_the_renderer():
+    from pipelines import sample_data, sample_render
+
+    assert tuple(sample_render.ROBOTS) == sample_data.ROBOT_NAMES
