@@ -20,6 +20,17 @@ BRIDGE = REPO.parent / "shared" / "data" / "bridge_dataset" / "1.0.0"
 IN_PROCESS = ["--", "--runner=DirectRunner", "--direct_running_mode=in_memory"]
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks gain nothing from threads; on two shared cores extra ones spin-wait."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def bridge_dir() -> pathlib.Path:
     if not (BRIDGE / "dataset_info.json").exists():

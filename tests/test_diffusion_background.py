@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from backgrounds.base import BackgroundConfigError, BackgroundRequest, background_source_class
 from backgrounds.clean_plate import clean_plate
@@ -65,13 +64,7 @@ def grown_box(rows, cols, by):
     return box
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny networks gain nothing from threads; on 2 shared cores extra ones spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="session")

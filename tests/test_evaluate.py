@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 
@@ -14,16 +13,10 @@ import tensorflow_datasets as tfds
 from pipelines import evaluate
 from pipelines.sample_data import write_sample_dataset
 from segmentation.labels import ARM, BODY, GRIPPER, TARGETS, mask_feature_name, target_mask
+from tests.conftest import BRIDGE, run_cli
 
-BRIDGE = pathlib.Path("/work/shared/data/bridge_dataset/1.0.0")
 CAMERAS = ("image_0", "image_1")
 
-
-def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="oxe-augment")
-    evaluate.add_parser(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    return args.handler(args)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +59,7 @@ def expected_score_of_empty_prediction(clips: list[np.ndarray], target: str) -> 
 
 def test_dataset_against_itself_scores_one(gt_dir, tmp_path, capsys):
     report = tmp_path / "scores.json"
-    assert run_cli(["eval", "--pred", str(gt_dir), "--gt", str(gt_dir), "--json", str(report)]) == 0
+    assert run_cli(*["eval", "--pred", str(gt_dir), "--gt", str(gt_dir), "--json", str(report)]) == 0
     scores = json.loads(report.read_text())
     assert set(scores["overall"]) == set(TARGETS)
     for target in TARGETS:
@@ -200,7 +193,7 @@ def test_pipeline_outputs_match_their_source_episode(gt_dir, gt_label_maps, tmp_
 
 def test_no_skip_first_last_scores_every_frame(gt_dir, tmp_path):
     report = tmp_path / "all.json"
-    assert run_cli(["eval", "--pred", str(gt_dir), "--gt", str(gt_dir), "--no-skip-first-last",
+    assert run_cli(*["eval", "--pred", str(gt_dir), "--gt", str(gt_dir), "--no-skip-first-last",
                     "--cameras", "image_1", "--json", str(report)]) == 0  # fmt: skip
     scores = json.loads(report.read_text())
     assert scores["skip_first_last"] is False
@@ -209,17 +202,17 @@ def test_no_skip_first_last_scores_every_frame(gt_dir, tmp_path):
 
 def test_missing_dataset_exits_2_naming_the_path(gt_dir, tmp_path, capsys):
     missing = tmp_path / "nothing_here"
-    assert run_cli(["eval", "--pred", str(missing), "--gt", str(gt_dir)]) == 2
+    assert run_cli(*["eval", "--pred", str(missing), "--gt", str(gt_dir)]) == 2
     assert str(missing) in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not BRIDGE.exists(), reason="shared Bridge sample not present")
 def test_dataset_without_masks_exits_2_naming_the_path(gt_dir, capsys):
-    assert run_cli(["eval", "--pred", str(BRIDGE), "--gt", str(gt_dir)]) == 2
+    assert run_cli(*["eval", "--pred", str(BRIDGE), "--gt", str(gt_dir)]) == 2
     error = capsys.readouterr().err
     assert str(BRIDGE) in error and "mask" in error
 
 
 def test_unknown_camera_exits_2(gt_dir, capsys):
-    assert run_cli(["eval", "--pred", str(gt_dir), "--gt", str(gt_dir), "--cameras", "image_9"]) == 2
+    assert run_cli(*["eval", "--pred", str(gt_dir), "--gt", str(gt_dir), "--cameras", "image_9"]) == 2
     assert "image_9" in capsys.readouterr().err

@@ -14,12 +14,7 @@ from segmentation.robotseg.prompt_generator import cosine_kmeans_pass, farthest_
 from segmentation.robotseg.sema import edge_map
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ from segmentation.robotseg.synthetic import render_synthetic_clip
 from segmentation.robotseg.video import RobotSegTracker, iter_masks, schedule, tracks_for
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import subprocess
@@ -16,23 +15,18 @@ import tensorflow_datasets as tfds
 
 from pipelines import sample_data, sample_render
 from segmentation.labels import ARM, BACKGROUND, BODY, GRIPPER, mask_feature_name
+from tests.conftest import run_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The acceptance size of the issue: 3 episodes (one per robot) x 8 steps x 128 px.
 ACCEPTANCE_ARGS = ["--episodes", "3", "--steps", "8", "--size", "128"]
 
 
-def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="oxe-augment")
-    sample_data.add_parser(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    return args.handler(args)
-
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("sample") / "oxe_augment_sample" / "1.0.0"
-    assert run_cli(["sample-data", str(out), *ACCEPTANCE_ARGS]) == 0
+    assert run_cli(*["sample-data", str(out), *ACCEPTANCE_ARGS]) == 0
     return out
 
 
@@ -133,12 +127,8 @@ def test_stored_masks_equal_the_rendered_ones(episodes):
 def test_same_seed_gives_byte_identical_files_across_processes(dataset_dir, tmp_path):
     # A separate process: the protobuf map order that made TFDS output differ is per process.
     other = tmp_path / "again"
-    code = (
-        "import argparse, sys; from pipelines import sample_data; p = argparse.ArgumentParser(); "
-        "sample_data.add_parser(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.handler(a))"
-    )
     subprocess.run(
-        [sys.executable, "-c", code, "sample-data", str(other), *ACCEPTANCE_ARGS],
+        [sys.executable, "-m", "pipelines.cli", "sample-data", str(other), *ACCEPTANCE_ARGS],
         cwd=REPO,
         check=True,
         capture_output=True,
@@ -195,12 +185,12 @@ def test_link_table_matches_link_names(robot):
 
 def test_refuses_a_non_empty_output(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("x")
-    assert run_cli(["sample-data", str(tmp_path), "--episodes", "1"]) == 2
+    assert run_cli(*["sample-data", str(tmp_path), "--episodes", "1"]) == 2
     assert str(tmp_path) in capsys.readouterr().err
 
 
 def test_rejects_unknown_robot(tmp_path, capsys):
-    assert run_cli(["sample-data", str(tmp_path / "out"), "--robots", "panda,ur5"]) == 2
+    assert run_cli(*["sample-data", str(tmp_path / "out"), "--robots", "panda,ur5"]) == 2
     assert "ur5" in capsys.readouterr().err
 
 
