@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib
+import inspect
 from typing import Any, ClassVar
 
 import numpy as np
@@ -59,6 +60,9 @@ class BackgroundSource(abc.ABC):
 
     name: ClassVar[str]
     Options: ClassVar[type] = NoOptions
+    #: Where the source's options sit in the recipe, for error messages; ``mix`` sets
+    #: ``background.sources[i]`` on its children.
+    key_path: str = "background"
 
     def __init__(self, options: Any | None = None):
         self.options = options if options is not None else self.Options()
@@ -77,6 +81,15 @@ class BackgroundSource(abc.ABC):
     def generate_batch(self, model: Any, requests: list[BackgroundRequest]) -> list[np.ndarray]:
         """Backgrounds for several requests; sources that batch on a GPU override this."""
         return [self.generate(model, request) for request in requests]
+
+
+@dataclasses.dataclass
+class BackgroundSpec:
+    """A background source as a recipe names it: registry name, options, weight (in a ``mix``)."""
+
+    source: str
+    options: Any = None  # the source's ``Options`` dataclass; None: its defaults
+    weight: float = 1.0
 
 
 #: name -> class, or "module:Class" for sources whose import is heavy (imported on first use).
@@ -106,3 +119,15 @@ def background_source_class(name: str) -> type[BackgroundSource]:
         entry = getattr(importlib.import_module(module_name), class_name)
         BACKGROUND_SOURCES[name] = entry
     return entry
+
+
+def build_background_source(name: str, options: Any = None, files: Any = None) -> BackgroundSource:
+    """The registered source ``name`` with ``options``.
+
+    ``files`` (a ``backgrounds.images.FileAccess``) reaches the sources that read files
+    (``images``, and ``mix`` for its children); the others do not take it.
+    """
+    source_class = background_source_class(name)
+    if files is not None and "files" in inspect.signature(source_class).parameters:
+        return source_class(options, files=files)
+    return source_class(options)

@@ -98,8 +98,6 @@ class CleanPlateBackground(BackgroundSource):
 
     name = "clean_plate"
     Options = CleanPlateOptions
-    #: Where this source's options sit in the recipe, for error messages (``mix`` sets it on children).
-    key_path = "background"
 
     def check(self) -> None:
         options = self.options

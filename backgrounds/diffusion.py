@@ -209,8 +209,6 @@ class DiffusionInpaintBackground(BackgroundSource):
 
     name = "diffusion"
     Options = DiffusionOptions
-    #: Where this source's options sit in the recipe, for error messages (``mix`` sets it on children).
-    key_path = "background"
 
     # -- checking the recipe -------------------------------------------------------------
 

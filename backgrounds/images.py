@@ -174,8 +174,6 @@ class ImageLibraryBackground(BackgroundSource):
 
     name = "images"
     Options = ImageLibraryOptions
-    #: Where this source's options sit in the recipe, for error messages (``mix`` sets it on children).
-    key_path = "background"
 
     def __init__(self, options: ImageLibraryOptions | None = None, files: FileAccess | None = None):
         super().__init__(options)

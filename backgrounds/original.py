@@ -12,8 +12,6 @@ class OriginalBackground(BackgroundSource):
     and the recipe's photometric transforms do all the augmenting."""
 
     name = "original"
-    #: Where this source's options sit in the recipe, for error messages (``mix`` sets it on children).
-    key_path = "background"
 
     def generate(self, model, request: BackgroundRequest) -> np.ndarray:
         return request.frames

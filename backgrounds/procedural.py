@@ -188,8 +188,6 @@ class ProceduralBackground(BackgroundSource):
 
     name = "procedural"
     Options = ProceduralOptions
-    #: Where this source's options sit in the recipe, for error messages (``mix`` sets it on children).
-    key_path = "background"
 
     def check(self) -> None:
         _check_names(self.options.kinds, KINDS, f"{self.key_path}.kinds", "kind")

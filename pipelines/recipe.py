@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import os
 import types
 import typing
@@ -20,7 +19,13 @@ from typing import Any, Union
 import yaml
 
 from augment.settings import CompositeSettings
-from backgrounds.base import BackgroundConfigError, BackgroundSource, background_source_class
+from backgrounds.base import (
+    BackgroundConfigError,
+    BackgroundSource,
+    BackgroundSpec,
+    background_source_class,
+    build_background_source,
+)
 from segmentation.labels import TARGETS
 from segmentation.sources import MaskSource, SourceConfigError, mask_source_class
 
@@ -106,13 +111,10 @@ class Recipe:
         """The configured background source, or ``None``."""
         if self.background.source == "none":
             return None
-        source_class = background_source_class(self.background.source)
-        if "files" in inspect.signature(source_class).parameters:
-            # Sources that read files get Beam's file systems, so gs:// paths work.
-            from pipelines.filesystems import beam_file_access
+        # Sources that read files get Beam's file systems, so gs:// paths work.
+        from pipelines.filesystems import beam_file_access
 
-            return source_class(self.background.options, files=beam_file_access())
-        return source_class(self.background.options)
+        return build_background_source(self.background.source, self.background.options, files=beam_file_access())
 
 
 # ---------------------------------------------------------------------------------------
@@ -217,19 +219,34 @@ def _source_section(cls, raw: Any, key_path: str, lookup) -> Any:
             first = sorted(source_options)[0]
             raise RecipeError(f"{key_path}.{first}: unknown key for {key_path}.source=none; allowed: {', '.join(sorted(common))}")
         return section
+    section.options = _source_options(lookup, section.source, source_options, key_path, common)
+    return section
+
+
+def _source_options(lookup, name: str, raw: dict, key_path: str, common: set[str]) -> Any:
+    """The ``Options`` of registry entry ``name``, built from ``raw`` (errors name ``key_path``)."""
     try:
-        source_cls = lookup(section.source)
+        source_cls = lookup(name)
     except KeyError as e:
         raise RecipeError(f"{key_path}.source: {e.args[0]} (or none)") from None
     option_names = {f.name for f in dataclasses.fields(source_cls.Options)}
-    unknown = sorted(set(source_options) - option_names)
+    unknown = sorted(set(raw) - option_names)
     if unknown:
         raise RecipeError(
-            f"{key_path}.{unknown[0]}: unknown key for {key_path}.source={section.source}; "
+            f"{key_path}.{unknown[0]}: unknown key for {key_path}.source={name}; "
             f"allowed: {', '.join(sorted(common | option_names))}"
         )
-    section.options = dataclass_from_dict(source_cls.Options, source_options, key_path)
-    return section
+    return dataclass_from_dict(source_cls.Options, raw, key_path)
+
+
+def _background_spec(raw: Any, key_path: str) -> BackgroundSpec:
+    """One entry of a ``mix``'s ``sources``: ``{source: NAME, weight: W, ...its options}``."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("source"), str):
+        raise RecipeError(f"{key_path}: expected a mapping with a 'source' name, got {raw!r}")
+    rest = {k: v for k, v in raw.items() if k not in ("source", "weight")}
+    weight = check_type(raw.get("weight", 1.0), float, f"{key_path}.weight")
+    options = _source_options(background_source_class, raw["source"], rest, key_path, {"source", "weight"})
+    return BackgroundSpec(raw["source"], options, weight)
 
 
 def _check_cross_section(recipe: Recipe) -> None:
@@ -320,6 +337,8 @@ def check_type(value: Any, hint: Any, key_path: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise RecipeError(f"{key_path}: expected a list ({_type_name(hint)}), got {value!r}")
         return tuple(value)
+    if hint is BackgroundSpec:
+        return _background_spec(value, key_path)
     if dataclasses.is_dataclass(hint):
         return dataclass_from_dict(hint, value, key_path)
     if hint is float:

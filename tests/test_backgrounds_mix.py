@@ -11,11 +11,12 @@ from backgrounds.base import (
     BackgroundConfigError,
     BackgroundRequest,
     BackgroundSource,
+    BackgroundSpec,
     background_source_class,
 )
 from backgrounds.images import FileAccess, ImageLibraryBackground
-from backgrounds.mix import MixBackground, MixModels, MixOptions, build_source, options_from_dict
-from backgrounds.procedural import ProceduralBackground, ProceduralOptions
+from backgrounds.mix import MixBackground, MixModels, MixOptions
+from backgrounds.procedural import ProceduralBackground
 
 HEIGHT, WIDTH, STEPS = 12, 20, 3
 
@@ -25,6 +26,11 @@ def make_request(seed):
     return BackgroundRequest(
         "episode_0", "image_0", 0, seed, frames, np.zeros((STEPS, HEIGHT, WIDTH), bool), np.ones((HEIGHT, WIDTH), bool)
     )
+
+
+def spec(source, weight=1.0, **options):
+    """A mix entry the way the recipe loader builds it: the child's own Options dataclass."""
+    return BackgroundSpec(source, background_source_class(source).Options(**options), weight)
 
 
 def ready_mix(*sources):
@@ -39,8 +45,8 @@ def test_registry_resolves_mix():
 
 def test_children_are_drawn_by_weight_and_deterministically():
     mix, model = ready_mix(
-        {"source": "procedural", "weight": 3, "kinds": ["noise", "checker"]},
-        {"source": "original", "weight": 1},
+        spec("procedural", weight=3, kinds=["noise", "checker"]),
+        spec("original", weight=1),
     )
     assert isinstance(model, MixModels) and weakref.ref(model)() is model
     picks = []
@@ -55,7 +61,7 @@ def test_children_are_drawn_by_weight_and_deterministically():
 
 
 def test_child_gets_its_own_seed():
-    mix, model = ready_mix({"source": "procedural"})
+    mix, model = ready_mix(spec("procedural"))
     child = ProceduralBackground()
     textures = [mix.generate(model, make_request(seed)) for seed in range(10)]
     assert len({texture.tobytes() for texture in textures}) == 10
@@ -85,7 +91,7 @@ class RecordingSource(BackgroundSource):
 
 def test_generate_batch_groups_requests_by_child_and_keeps_order(monkeypatch):
     monkeypatch.setitem(BACKGROUND_SOURCES, "recording", RecordingSource)
-    mix, model = ready_mix({"source": "recording", "weight": 1}, {"source": "procedural", "weight": 1})
+    mix, model = ready_mix(spec("recording", weight=1), spec("procedural", weight=1))
     requests = [make_request(seed) for seed in range(30)]
     batch = mix.generate_batch(model, requests)
     assert len(batch) == 30
@@ -100,7 +106,7 @@ def test_generate_batch_groups_requests_by_child_and_keeps_order(monkeypatch):
 def test_images_child_gets_the_file_access():
     encoded = {"mem://lib/a.png": cv2.imencode(".png", np.full((16, 16, 3), (10, 20, 30), np.uint8))[1].tobytes()}
     files = FileAccess(list_paths=lambda pattern: list(encoded), read_bytes=encoded.__getitem__)
-    mix = MixBackground(MixOptions(sources=[{"source": "images", "path": "mem://lib"}]), files=files)
+    mix = MixBackground(MixOptions(sources=[spec("images", path="mem://lib")]), files=files)
     mix.check()
     assert isinstance(mix.children[0], ImageLibraryBackground)
     background = mix.generate(mix.load_model(), make_request(0))
@@ -111,23 +117,16 @@ def test_images_child_gets_the_file_access():
     "sources, message",
     [
         ([], r"background\.sources is empty"),
-        ([{"weight": 1}], r"background\.sources\[0\] must be a mapping with a 'source'"),
-        ([{"source": "procedural"}, {"source": "marble"}], r"background\.sources\[1\]\.source: unknown .*'marble'"),
-        ([{"source": "procedural"}, {"source": "procedural", "colour": "red"}], r"background\.sources\[1\]\.colour is not an option"),
-        ([{"source": "original"}, {"source": "procedural", "kinds": "noise"}], r"background\.sources\[1\]\.kinds must be list\[str\]"),
-        ([{"source": "procedural", "kinds": ["noise", 3]}], r"background\.sources\[0\]\.kinds\[1\] must be str"),
-        ([{"source": "original"}, {"source": "procedural", "kinds": ["plaid"]}], r"background\.sources\[1\]\.kinds: unknown kind.*'plaid'"),
-        ([{"source": "procedural", "weight": 0}], r"background\.sources\[0\]\.weight must be > 0"),
-        ([{"source": "procedural", "weight": "heavy"}], r"background\.sources\[0\]\.weight must be float"),
-        ([{"source": "images", "flip": True}], r"background\.sources\[0\]\.path is required"),
-        ([{"source": "clean_plate", "dilate_px": 1.5}], r"background\.sources\[0\]\.dilate_px must be int"),
+        ([spec("procedural"), BackgroundSpec("marble")], r"background\.sources\[1\]\.source: unknown .*'marble'"),
+        ([spec("original"), spec("procedural", kinds=["plaid"])], r"background\.sources\[1\]\.kinds: unknown kind.*'plaid'"),
+        ([spec("procedural", weight=0)], r"background\.sources\[0\]\.weight must be > 0"),
         (
-            [{"source": "mix", "sources": [{"source": "original"}, {"source": "procedural", "palettes": ["sepia"]}]}],
+            [spec("mix", sources=[spec("original"), spec("procedural", palettes=["sepia"])])],
             r"background\.sources\[0\]\.sources\[1\]\.palettes: unknown palette",
         ),
     ],
 )
-def test_child_option_errors_name_the_key_path(sources, message):
+def test_child_errors_name_the_key_path(sources, message):
     with pytest.raises(BackgroundConfigError, match=message):
         MixBackground(MixOptions(sources=sources)).check()
 
@@ -141,33 +140,4 @@ def test_child_check_errors_without_key_path_are_prefixed(monkeypatch):
 
     monkeypatch.setitem(BACKGROUND_SOURCES, "unready", Unready)
     with pytest.raises(BackgroundConfigError, match=r"^background\.sources\[1\] \(unready\): model weights not found"):
-        MixBackground(MixOptions(sources=[{"source": "original"}, {"source": "unready"}])).check()
-
-
-def test_build_source_converts_and_checks_options():
-    source = build_source("procedural", {"kinds": ["solid"], "blur_px": 1}, "background")
-    assert isinstance(source, ProceduralBackground) and source.key_path == "background"
-    assert source.options == ProceduralOptions(kinds=["solid"], blur_px=1.0)
-    assert isinstance(source.options.blur_px, float)
-    with pytest.raises(BackgroundConfigError, match=r"background\.blur_px must be float, got bool"):
-        build_source("procedural", {"blur_px": True}, "background")
-    with pytest.raises(BackgroundConfigError, match=r"background\.source: unknown background source 'marble'"):
-        build_source("marble", {}, "background")
-
-
-def test_options_from_dict_handles_optional_and_dict_types():
-    import dataclasses
-    from typing import Optional
-
-    @dataclasses.dataclass
-    class Example:
-        name: Optional[str] = None
-        sizes: dict[str, int] = dataclasses.field(default_factory=dict)
-        ratio: float | None = 0.5
-
-    assert options_from_dict(Example, {"name": None, "ratio": 1}, "s") == Example(None, {}, 1.0)
-    assert options_from_dict(Example, {"sizes": {"a": 2}}, "s").sizes == {"a": 2}
-    with pytest.raises(BackgroundConfigError, match=r"s\.sizes\.a must be int"):
-        options_from_dict(Example, {"sizes": {"a": "2"}}, "s")
-    with pytest.raises(BackgroundConfigError, match=r"s\.name must be"):
-        options_from_dict(Example, {"name": 3}, "s")
+        MixBackground(MixOptions(sources=[spec("original"), spec("unready")])).check()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Optional
+
 import pytest
 import yaml
 
-from pipelines.recipe import RecipeError, load_recipe
+from pipelines.recipe import RecipeError, dataclass_from_dict, load_recipe, recipe_from_dict
 from tests.conftest import run_cli
 
 
@@ -104,3 +107,48 @@ def test_every_command_has_help(command, capsys):
         run_cli(command, "--help")
     assert exit_info.value.code == 0
     assert f"usage: oxe-augment {command}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "sources, message",
+    [
+        ([{"weight": 1}], r"background\.sources\[0\]: expected a mapping with a 'source' name"),
+        ([{"source": "procedural"}, {"source": "procedural", "colour": "red"}],
+         r"background\.sources\[1\]\.colour: unknown key for background\.sources\[1\]\.source=procedural"),
+        ([{"source": "original"}, {"source": "procedural", "kinds": "noise"}], r"background\.sources\[1\]\.kinds: expected a list"),
+        ([{"source": "procedural", "kinds": ["noise", 3]}], r"background\.sources\[0\]\.kinds\[1\]: expected str"),
+        ([{"source": "procedural", "weight": "heavy"}], r"background\.sources\[0\]\.weight: expected float"),
+        ([{"source": "images", "flip": True}], r"background\.sources\[0\]\.path: required key is missing"),
+        ([{"source": "clean_plate", "dilate_px": 1.5}], r"background\.sources\[0\]\.dilate_px: expected int"),
+        ([{"source": "mix", "sources": [{"source": "original"}, {"source": "procedural", "blur": 1}]}],
+         r"background\.sources\[0\]\.sources\[1\]\.blur: unknown key"),
+    ],
+)
+def test_mix_children_are_validated_with_their_key_paths(sources, message):
+    raw = {"input": {"dir": "in"}, "output": {"dir": "out"}, "background": {"source": "mix", "sources": sources}}
+    with pytest.raises(RecipeError, match=message):
+        recipe_from_dict(raw)
+
+
+def test_mix_children_become_typed_specs():
+    raw = {"input": {"dir": "in"}, "output": {"dir": "out"},
+           "background": {"source": "mix", "sources": [{"source": "procedural", "weight": 2, "kinds": ["solid"]}]}}
+    (child,) = recipe_from_dict(raw).background.options.sources
+    assert (child.source, child.weight, child.options.kinds) == ("procedural", 2.0, ["solid"])
+
+
+def test_optional_and_mapping_types_are_checked():
+    @dataclasses.dataclass
+    class Example:
+        name: Optional[str] = None
+        sizes: dict[str, int] = dataclasses.field(default_factory=dict)
+        ratio: float | None = 0.5
+
+    assert dataclass_from_dict(Example, {"name": None, "ratio": 1}, "s") == Example(None, {}, 1.0)
+    assert dataclass_from_dict(Example, {"sizes": {"a": 2}}, "s").sizes == {"a": 2}
+    with pytest.raises(RecipeError, match=r"s\.sizes\.a: expected int"):
+        dataclass_from_dict(Example, {"sizes": {"a": "2"}}, "s")
+    with pytest.raises(RecipeError, match=r"s\.name: expected"):
+        dataclass_from_dict(Example, {"name": 3}, "s")
+    with pytest.raises(RecipeError, match=r"s\.ratio: expected"):
+        dataclass_from_dict(Example, {"ratio": True}, "s")
