@@ -31,6 +31,8 @@ _PUBLIC = {
     "jitter_clip": "augment.jitter",
     "mask_overlay": "augment.previews",
     "contact_sheet": "augment.previews",
+    "png_bytes": "augment.previews",
+    "gif_bytes": "augment.previews",
     "write_png": "augment.previews",
     "write_gif": "augment.previews",
     "mask_coverage": "augment.previews",

@@ -6,6 +6,8 @@ remote output folders itself).
 
 from __future__ import annotations
 
+import io
+
 import os
 
 import cv2
@@ -65,35 +67,52 @@ def contact_sheet(
     return np.concatenate(sheet_rows, axis=0)
 
 
-def write_png(path: str, image: np.ndarray) -> None:
-    """Write an RGB (H, W, 3) uint8 image as a PNG at local ``path`` (parent folders made)."""
-    _make_parent(path)
-    Image.fromarray(np.ascontiguousarray(image)).save(path, format="PNG")
+def png_bytes(image: np.ndarray) -> bytes:
+    """An RGB (H, W, 3) uint8 image encoded as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
-def write_gif(path: str, clips: list[np.ndarray], fps: float = 5) -> None:
-    """Write an animated GIF: frame ``t`` shows ``clips[0][t] | clips[1][t] | ...`` side by side.
+def gif_bytes(clips: list[np.ndarray], fps: float = 5) -> bytes:
+    """An animated GIF: frame ``t`` shows ``clips[0][t] | clips[1][t] | ...`` side by side.
 
     ``clips`` are (T, H, W, 3) uint8 of equal shape (typically the original and its
     variants). The GIF loops forever. Pillow merges identical consecutive frames (adding
     their durations), so a clip that stands still may yield fewer GIF frames than T.
     """
     if not clips:
-        raise ValueError("write_gif needs at least one clip")
+        raise ValueError("a GIF needs at least one clip")
     for i, clip in enumerate(clips):
         if clip.shape != clips[0].shape:
             raise ValueError(f"clip {i} has shape {clip.shape}, clip 0 {clips[0].shape}")
     side_by_side = np.concatenate(clips, axis=2)
     images = [Image.fromarray(np.ascontiguousarray(frame)) for frame in side_by_side]
-    _make_parent(path)
+    buffer = io.BytesIO()
     images[0].save(
-        path,
+        buffer,
         format="GIF",
         save_all=True,
         append_images=images[1:],
         duration=int(round(1000 / fps)),
         loop=0,
     )
+    return buffer.getvalue()
+
+
+def write_png(path: str, image: np.ndarray) -> None:
+    """Write :func:`png_bytes` of ``image`` at local ``path`` (parent folders made)."""
+    _make_parent(path)
+    with open(path, "wb") as file:
+        file.write(png_bytes(image))
+
+
+def write_gif(path: str, clips: list[np.ndarray], fps: float = 5) -> None:
+    """Write :func:`gif_bytes` of ``clips`` at local ``path`` (parent folders made)."""
+    data = gif_bytes(clips, fps)
+    _make_parent(path)
+    with open(path, "wb") as file:
+        file.write(data)
 
 
 def mask_coverage(labels: np.ndarray) -> dict[str, float]:

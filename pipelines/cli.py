@@ -108,10 +108,12 @@ def run_command(args) -> int:
     except Exception as e:  # the job itself failed (fail_fast, runner error)
         print(f"error: the job failed: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_FAILED
+    from pipelines import filesystems
+
     print(report.summary())
-    print(f"report: {os.path.join(plan.output_root, 'report.json')}")
-    previews = os.path.join(plan.output_root, "previews")
-    if os.path.isdir(previews):
+    print(f"report: {filesystems.join(plan.output_root, 'report.json')}")
+    previews = filesystems.join(plan.output_root, "previews")
+    if filesystems.folder_exists(previews):
         print(f"previews: {previews}")
     return EXIT_OK if report.ok else EXIT_FAILED
 

@@ -1,15 +1,36 @@
-"""Beam's file systems for sources that read files (image libraries), so ``gs://`` works.
+"""Beam's file systems for everything the pipeline reads or writes besides the dataset.
 
-The background sources take a ``backgrounds.images.FileAccess`` and know nothing of Beam;
-this module supplies one backed by ``apache_beam.io.filesystems``. The functions are
-module-level so that the source pickles with them.
+Local paths and remote ones (``gs://`` with the ``gcp`` extra) go through
+``apache_beam.io.filesystems``, so a job whose ``output.dir`` is a bucket writes its
+report, failures and previews there, from the launcher and from the workers alike.
+The background sources take a ``backgrounds.images.FileAccess`` and know nothing of
+Beam; :func:`beam_file_access` supplies one. The functions are module-level so that
+whatever holds them pickles.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+
 from apache_beam.io.filesystems import FileSystems
 
 from backgrounds.images import FileAccess
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def join(base: str, *parts: str) -> str:
+    return FileSystems.join(base, *parts)
+
+
+def folder_exists(path: str) -> bool:
+    """Whether a folder exists (remote: whether any object lies under the prefix)."""
+    if not is_remote(path):
+        return os.path.exists(path)
+    return bool(list_paths(join(path, "**")))
 
 
 def list_paths(pattern: str) -> list[str]:
@@ -20,6 +41,24 @@ def list_paths(pattern: str) -> list[str]:
 def read_bytes(path: str) -> bytes:
     with FileSystems.open(path) as handle:
         return handle.read()
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` at ``path``, replacing any file there (local parent folders are made)."""
+    if not is_remote(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with FileSystems.create(path) as handle:
+        handle.write(data)
+
+
+def delete_tree(path: str) -> None:
+    """Delete a folder (or a remote prefix) and everything in it, if it exists."""
+    if not is_remote(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    files = list_paths(join(path, "**"))
+    if files:
+        FileSystems.delete(files)
 
 
 def beam_file_access() -> FileAccess:

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import io
 import importlib.metadata
 import logging
 import os
-import shutil
 import time
 
 import apache_beam as beam
 import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines import filesystems
 from pipelines.handlers import BackgroundSourceHandler, MaskSourceHandler
 from pipelines.recipe import Recipe, RecipeError, check_sources, resolve_path
 from pipelines.report import RunReport, build_report, read_records, write_report
@@ -69,8 +68,8 @@ class AugmentPipeline:
         log.info("input %s: splits %s, cameras %s", plan.source.dir, plan.splits, plan.cameras)
 
         # 2. One transform per split, all in one Beam pipeline (TFDS creates it).
-        work_dir = os.path.join(plan.output_root, _WORK)
-        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir = filesystems.join(plan.output_root, _WORK)
+        filesystems.delete_tree(work_dir)
         split_transforms = {split: self.split_transform(plan, split, work_dir) for split in plan.splits}
 
         # 3. Run, writing through TFDS's Beam writer.
@@ -88,13 +87,13 @@ class AugmentPipeline:
         quiet = contextlib.nullcontext() if self.verbose else contextlib.redirect_stdout(io.StringIO())
         with deterministic_serialization(), quiet:  # same recipe and seed: same bytes
             builder.download_and_prepare(
-                download_dir=os.path.join(work_dir, "downloads"),  # TFDS wants one; nothing is downloaded
+                download_dir=filesystems.join(work_dir, "downloads"),  # TFDS wants one; nothing is downloaded
                 download_config=tfds.download.DownloadConfig(beam_options=self.beam_options()),
                 file_format="tfrecord",
             )
 
         # 4. Account for every episode.
-        records = read_records(sorted(glob.glob(os.path.join(work_dir, "records-*"))))
+        records = read_records(filesystems.join(work_dir, "records-*"))
         report = build_report(
             records,
             recipe_name=self.recipe.name,
@@ -104,7 +103,7 @@ class AugmentPipeline:
             wall_seconds=time.perf_counter() - start,
         )
         write_report(report, plan.output_root)
-        shutil.rmtree(work_dir, ignore_errors=True)
+        filesystems.delete_tree(work_dir)
         return report
 
     # -----------------------------------------------------------------------------------
@@ -127,15 +126,13 @@ class AugmentPipeline:
         check_sources(recipe, source.observation_features, cameras)
 
         output_root = resolve_path(recipe.output.dir)
-        if "://" in output_root:
-            raise RecipeError("output.dir: remote output folders are not supported yet; write locally and copy")
         name = recipe.output.name or source.name
         version = recipe.output.version or source.version
-        dataset_dir = os.path.join(output_root, name, version)
-        if os.path.exists(dataset_dir):
+        dataset_dir = filesystems.join(output_root, name, version)
+        if filesystems.folder_exists(dataset_dir):
             if not recipe.output.overwrite:
                 raise RecipeError(f"output.dir: {dataset_dir} already exists; set output.overwrite: true to replace it")
-            shutil.rmtree(dataset_dir)
+            filesystems.delete_tree(dataset_dir)
         mask_cameras = {c: source.camera_shape(c)[:2] for c in cameras} if recipe.output.write_masks else {}
         features = output_features(source.features, mask_cameras=mask_cameras)
         return RunPlan(source, splits, cameras, output_root, dataset_dir, name, version, features)
@@ -158,12 +155,12 @@ class AugmentPipeline:
                 composite=self.recipe.composite,
                 previews=self.recipe.output.previews,
                 preview_frames=self.recipe.output.preview_frames,
-                preview_dir=os.path.join(plan.output_root, "previews"),
+                preview_dir=filesystems.join(plan.output_root, "previews"),
                 source_dataset=f"{plan.source.name}/{plan.source.version}",
                 recipe_sha256=self.recipe.sha256,
                 tool_version=tool_version(),
             ),
-            records_prefix=os.path.join(work_dir, f"records-{split}"),
+            records_prefix=filesystems.join(work_dir, f"records-{split}"),
         )
 
     def beam_options(self) -> PipelineOptions:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 import numpy as np
 
+from pipelines import filesystems
 from pipelines.stages import EpisodeRecord
 
 
@@ -92,18 +92,16 @@ def build_report(records: list[EpisodeRecord], *, recipe_name: str, recipe_sha25
 
 def write_report(report: RunReport, output_dir: str) -> None:
     """``report.json`` and ``failures.jsonl`` (always written, empty when nothing failed)."""
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "report.json"), "w", encoding="utf-8") as f:
-        json.dump(dataclasses.asdict(report), f, indent=2, sort_keys=True)
-    with open(os.path.join(output_dir, "failures.jsonl"), "w", encoding="utf-8") as f:
-        for failure in report.failures:
-            f.write(json.dumps(failure, sort_keys=True) + "\n")
+    report_json = json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True)
+    filesystems.write_bytes(filesystems.join(output_dir, "report.json"), report_json.encode())
+    failures = "".join(json.dumps(failure, sort_keys=True) + "\n" for failure in report.failures)
+    filesystems.write_bytes(filesystems.join(output_dir, "failures.jsonl"), failures.encode())
 
 
-def read_records(paths: list[str]) -> list[EpisodeRecord]:
-    """Load the records the workers wrote (JSON lines)."""
+def read_records(pattern: str) -> list[EpisodeRecord]:
+    """Load the records the workers wrote (JSON lines in the files matching ``pattern``)."""
     records = []
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            records.extend(EpisodeRecord(**json.loads(line)) for line in f if line.strip())
+    for path in filesystems.list_paths(pattern):
+        lines = filesystems.read_bytes(path).decode().splitlines()
+        records.extend(EpisodeRecord(**json.loads(line)) for line in lines if line.strip())
     return records

@@ -19,9 +19,10 @@ import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from augment.composite import clip_alpha, composite_clip
-from augment.previews import contact_sheet, mask_coverage, write_gif, write_png
+from augment.previews import contact_sheet, gif_bytes, mask_coverage, png_bytes
 from augment.regions import protected_mask
 from augment.variants import plan_camera, variant_seed
+from pipelines import filesystems
 from pipelines.episode import Episode, encode_image
 from pipelines.handlers import StageFailure
 from pipelines.rlds_io import RawEpisode, ReadFailure, ShardSpec, decode_episode, image_decoders, provenance, read_shard
@@ -239,13 +240,13 @@ class ComposeVariants(beam.DoFn):
         return outputs, coverage
 
     def _write_previews(self, episode: Episode, variant_frames: dict[str, list[np.ndarray]]) -> None:
-        os.makedirs(self._plan.preview_dir, exist_ok=True)
-        stem = os.path.join(self._plan.preview_dir, episode.key.replace("/", "_"))
+        stem = filesystems.join(self._plan.preview_dir, episode.key.replace("/", "_"))
         for camera, variants in variant_frames.items():
             original = episode.frames(camera)
             labels = episode.masks.get(camera, np.zeros(original.shape[:3], np.uint8))
-            write_png(f"{stem}_{camera}.png", contact_sheet(original, labels, variants, n_frames=self._plan.preview_frames))
-            write_gif(f"{stem}_{camera}.gif", [original, *variants])
+            sheet = contact_sheet(original, labels, variants, n_frames=self._plan.preview_frames)
+            filesystems.write_bytes(f"{stem}_{camera}.png", png_bytes(sheet))
+            filesystems.write_bytes(f"{stem}_{camera}.gif", gif_bytes([original, *variants]))
 
 
 def _coverage(episode: Episode, cameras: list[str]) -> dict[str, float]:
