@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from augment.regions import protected_mask
+from augment.regions import protected_mask, replace_mask
 from augment.variants import variant_seed
 from backgrounds.base import BackgroundRequest, BackgroundSource
 from pipelines.episode import Episode
@@ -85,7 +85,7 @@ class _SourceHandler(ModelHandler):
     def model_copies(self) -> int:
         return self._model_copies or 1
 
-    def _failure(self, episode: Episode, error: BaseException) -> StageFailure:
+    def _failure(self, error: BaseException) -> StageFailure:
         if self._fail_fast:
             raise error
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
@@ -112,7 +112,7 @@ class MaskSourceHandler(_SourceHandler):
                 masks = {camera: self._segment(model, episode, camera) for camera in self._cameras}
                 results.append(PredictionResult(episode, episode.with_masks(masks, time.perf_counter() - start)))
             except Exception as e:  # noqa: BLE001 - reported per episode
-                results.append(PredictionResult(episode, self._failure(episode, e)))
+                results.append(PredictionResult(episode, self._failure(e)))
         return results
 
     def _segment(self, model: LoadedMaskSource, episode: Episode, camera: str) -> np.ndarray:
@@ -147,12 +147,12 @@ class BackgroundSourceHandler(_SourceHandler):
             try:
                 prepared.append((episode, self._requests(episode)))
             except Exception as e:  # noqa: BLE001
-                prepared.append((episode, self._failure(episode, e)))
+                prepared.append((episode, self._failure(e)))
         requests = [r for _, rs in prepared if isinstance(rs, list) for r in rs]
         try:
             backgrounds = iter(model.generate_batch(requests))
         except Exception as e:  # noqa: BLE001 - the whole batch failed: report each episode
-            failure = self._failure(batch[0], e)
+            failure = self._failure(e)
             return [PredictionResult(ep, failure) for ep, _ in prepared]
         seconds = (time.perf_counter() - start) / max(1, len(batch))
         results = []
@@ -170,17 +170,17 @@ class BackgroundSourceHandler(_SourceHandler):
             frames = episode.frames(camera)
             labels = episode.masks.get(camera)
             robot = labels >= BODY if labels is not None else np.zeros(frames.shape[:3], bool)
-            observation = _protect_observation(episode, self._composite, camera)
-            replace = ~protected_mask(self._composite, camera, frames.shape[1:3], observation)
+            replace = replace_mask(episode_protected_mask(episode, self._composite, camera))
             for variant in range(self._variants):
                 seed = variant_seed(self._seed, episode.key, variant, camera)
                 requests.append(BackgroundRequest(episode.key, camera, variant, seed, frames, robot, replace))
         return requests
 
 
-def _protect_observation(episode: Episode, composite, camera: str) -> dict[str, np.ndarray] | None:
-    """The protect-mask feature named by ``composite.protect_feature``, if any."""
-    if not composite.protect_feature:
-        return None
-    name = composite.protect_feature.format(camera=camera)
-    return episode.observation_arrays([name])
+def episode_protected_mask(episode: Episode, composite, camera: str) -> np.ndarray:
+    """``(H, W)`` bool: the camera's pixels the recipe keeps (``composite.protect`` regions
+    and the ``composite.protect_feature`` mask, if any)."""
+    observation = None
+    if composite.protect_feature:
+        observation = episode.observation_arrays([composite.protect_feature.format(camera=camera)])
+    return protected_mask(composite, camera, episode.frames(camera).shape[1:3], observation)

@@ -314,14 +314,13 @@ def check_type(value: Any, hint: Any, key_path: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        errors = []
         for option in options:
             if option is type(None):
                 continue
             try:
                 return check_type(value, option, key_path)
-            except RecipeError as e:
-                errors.append(e)
+            except RecipeError:
+                pass
         raise RecipeError(f"{key_path}: expected {_type_name(hint)}, got {value!r}")
     if origin is list:
         if not isinstance(value, list):

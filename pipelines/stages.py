@@ -20,11 +20,10 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from augment.composite import clip_alpha, composite_clip
 from augment.previews import contact_sheet, gif_bytes, mask_coverage, png_bytes
-from augment.regions import protected_mask
 from augment.variants import plan_camera, variant_seed
 from pipelines import filesystems
 from pipelines.episode import Episode, encode_image
-from pipelines.handlers import StageFailure
+from pipelines.handlers import StageFailure, episode_protected_mask
 from pipelines.rlds_io import RawEpisode, ReadFailure, ShardSpec, decode_episode, image_decoders, provenance, read_shard
 from segmentation.labels import targets_mask
 
@@ -215,11 +214,7 @@ class ComposeVariants(beam.DoFn):
             frames = episode.frames(camera)
             labels = episode.masks.get(camera)
             foreground = targets_mask(labels, plan.targets) if labels is not None else np.zeros(frames.shape[:3], bool)
-            observation = None
-            if plan.composite.protect_feature:
-                name = plan.composite.protect_feature.format(camera=camera)
-                observation = episode.observation_arrays([name])
-            protected = protected_mask(plan.composite, camera, frames.shape[1:3], observation)
+            protected = episode_protected_mask(episode, plan.composite, camera)
             alpha = clip_alpha(foreground, plan.composite)  # shared by the variants
             for variant in range(plan.variants):
                 seed = variant_seed(plan.seed, episode.key, variant, camera)

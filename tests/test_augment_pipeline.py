@@ -189,3 +189,20 @@ def test_mask_of_the_wrong_size_fails_that_episode_only(sample_dir, tmp_path):
     (failure,) = read_failures(out)
     assert failure["key"] == "train/000001"
     assert failure["stage"] == "segment" and "shape" in failure["reason"]
+
+
+def test_protected_regions_keep_the_original_scene(sample_dir, tmp_path):
+    """configs/textures.yaml keeps the bottom third of every camera (the table)."""
+    status = run_cli("run", "configs/textures.yaml", "--set", f"input.dir={sample_dir}", "--set", f"output.dir={tmp_path}",
+                     "--set", "input.max_episodes=1", "--set", "output.keep_original=false", *IN_PROCESS)
+    assert status == 0
+    source = raw_examples(sample_dir, "train")[0]
+    for example in raw_examples(tmp_path / "oxe_augment_sample" / "1.0.0", "train"):
+        before, after = frames_of(source, "image_0"), frames_of(example, "image_0")
+        robot = robot_of(source, "image_0").any(axis=0)
+        rows = before.shape[1]
+        table = np.zeros(robot.shape, bool)
+        table[int(np.ceil(0.66 * rows)) + 2 :, :] = True  # inside the box, away from its soft edge
+        kept, replaced = table & ~robot, ~table & ~robot
+        assert np.abs(after.astype(int) - before.astype(int))[:, kept].mean() < 4
+        assert np.abs(after.astype(int) - before.astype(int))[:, replaced].mean() > 15
