@@ -23,6 +23,7 @@ demo: install
 
 # The default suite, then the learning tests (marked slow) on their own.
 test: install
+	@sh tests/setup_browser.sh  # Chromium for the report.html test; never fails the build
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/python -m pytest -q -m slow tests
 

@@ -1,12 +1,12 @@
 """Per-episode augmentation: variant seeds and plans, compositing, jitter, previews.
 
 Plain numpy / OpenCV / albumentations; no Beam, no TensorFlow. The usual flow for one
-(episode, camera, variant)::
+camera of one episode::
 
-    seed = variant_seed(recipe.seed, episode_key, variant, camera)
-    plan = plan_camera(settings, seed, frames.shape[1:3])
-    protected = protected_mask(settings, camera, frames.shape[1:3], observation)
-    frames_out = composite_clip(frames, robot, background, protected, plan, settings)
+    plans = plan_variants(settings, episode_key, camera, frames.shape[:3], robot_labels, object_labels)
+    for plan in plans:  # one per variant
+        background = ...  # drawn from plan.seed, not showing plan.foreground
+        frames_out = composite_clip(frames, plan.kept, background, plan.protected, plan.camera_plan, settings.composite)
 
 The names below are loaded on first use: albumentations imports torch (seconds), and
 code that only reads a recipe (``augment.settings``) should not wait for it.
@@ -19,6 +19,9 @@ from typing import Any
 
 _PUBLIC = {
     "CompositeSettings": "augment.settings",
+    "PlanSettings": "augment.plan",
+    "VariantPlan": "augment.plan",
+    "plan_variants": "augment.plan",
     "variant_seed": "augment.variants",
     "CameraPlan": "augment.variants",
     "plan_camera": "augment.variants",

@@ -23,13 +23,23 @@ LABEL_COLOURS: dict[int, tuple[int, int, int]] = {
     GRIPPER: (60, 220, 60),  # green
 }
 
+#: RGB colour of the task objects (every object label >= 1) in mask overlays.
+OBJECT_COLOUR: tuple[int, int, int] = (235, 50, 200)  # magenta: far from the robot's colours
+
 # Below this cell height, text labels would cover the picture; leave them out.
 _MIN_LABELLED_HEIGHT = 32
 
 
-def mask_overlay(frame: np.ndarray, labels: np.ndarray, opacity: float = 0.5) -> np.ndarray:
-    """``frame`` (H, W, 3) with each robot label's pixels tinted in its :data:`LABEL_COLOURS`."""
+def mask_overlay(
+    frame: np.ndarray, labels: np.ndarray, opacity: float = 0.5, objects: np.ndarray | None = None
+) -> np.ndarray:
+    """``frame`` (H, W, 3) with each robot label's pixels tinted in its :data:`LABEL_COLOURS`
+    and, if ``objects`` (H, W) is given, the task objects' pixels in :data:`OBJECT_COLOUR`
+    (the robot's tint wins where both are set)."""
     out = frame.astype(np.float32)
+    if objects is not None:
+        where = (np.asarray(objects) > 0) & (labels == 0)
+        out[where] = (1.0 - opacity) * out[where] + opacity * np.float32(OBJECT_COLOUR)
     for label, colour in LABEL_COLOURS.items():
         where = labels == label
         out[where] = (1.0 - opacity) * out[where] + opacity * np.float32(colour)
@@ -41,12 +51,14 @@ def contact_sheet(
     labels: np.ndarray,
     variants: list[np.ndarray],
     n_frames: int = 4,
+    objects: np.ndarray | None = None,
 ) -> np.ndarray:
     """A grid ``(rows * H, cols * W, 3)`` uint8 of one camera's episode and its variants.
 
-    Rows: the original, the label overlay, then each variant. Columns: ``min(n_frames, T)``
-    frames evenly spaced from the first to the last. Each row's first cell carries a small
-    text label when frames are at least 32 pixels tall.
+    Rows: the original, the label overlay (robot labels and, if ``objects`` (T, H, W) is
+    given, task objects in their own colour), then each variant. Columns:
+    ``min(n_frames, T)`` frames evenly spaced from the first to the last. Each row's first
+    cell carries a small text label when frames are at least 32 pixels tall.
     """
     steps = original.shape[0]
     for i, variant in enumerate(variants):
@@ -54,9 +66,13 @@ def contact_sheet(
             raise ValueError(f"variant {i} has shape {variant.shape}, the original {original.shape}")
     if labels.shape != original.shape[:3]:
         raise ValueError(f"labels have shape {labels.shape}, expected {original.shape[:3]}")
+    if objects is not None and objects.shape != original.shape[:3]:
+        raise ValueError(f"objects have shape {objects.shape}, expected {original.shape[:3]}")
     columns = np.unique(np.linspace(0, steps - 1, num=max(1, min(n_frames, steps))).round().astype(int))
-    overlays = np.stack([mask_overlay(original[t], labels[t]) for t in columns])
-    rows = [("original", original[columns]), ("masks", overlays)]
+    overlays = np.stack(
+        [mask_overlay(original[t], labels[t], objects=None if objects is None else objects[t]) for t in columns]
+    )
+    rows = [("original", original[columns]), ("masks" if objects is None else "masks + objects", overlays)]
     rows += [(f"variant {i}", variant[columns]) for i, variant in enumerate(variants)]
     sheet_rows = []
     for name, cells in rows:

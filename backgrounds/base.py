@@ -33,8 +33,11 @@ class BackgroundRequest:
     variant: int
     seed: int  # derived from (recipe seed, episode key, camera, variant) by augment.variants
     frames: np.ndarray  # (T, H, W, 3) uint8, the original frames
-    robot: np.ndarray  # (T, H, W) bool, every robot pixel (all labels >= 1)
-    replace: np.ndarray  # (H, W) bool, the pixels the recipe replaces when not covered by the robot
+    # (T, H, W) bool: what is in front of the background in each frame, the whole robot (all
+    # labels >= 1) and the kept task objects. A background must not show it: the clean plate
+    # hides it, diffusion paints over it (the pipeline composites the kept parts back on top).
+    foreground: np.ndarray
+    replace: np.ndarray  # (H, W) bool, the pixels the recipe replaces when not covered by the foreground
 
     @property
     def size(self) -> tuple[int, int]:

@@ -5,6 +5,10 @@ scene; the temporal median of those uncovered values is the scene there. Pixels 
 robot never leaves are filled by OpenCV inpainting. The result is a background of its
 own (re-lit by the recipe's photometric transforms) and the start that diffusion
 inpainting refines.
+
+Kept task objects are hidden like the robot (the request's ``foreground`` holds both):
+they are composited back on top of the new background, so a copy of them in the plate
+would show twice, or smear where they move.
 """
 
 from __future__ import annotations
@@ -58,22 +62,23 @@ def visible_median(frames: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray, 
 
 
 def clean_plate(
-    frames: np.ndarray, robot: np.ndarray, dilate_px: int = 2, inpaint_radius: int = 3
+    frames: np.ndarray, foreground: np.ndarray, dilate_px: int = 2, inpaint_radius: int = 3
 ) -> np.ndarray:
-    """The scene behind the robot for a static camera, ``(H, W, 3)`` uint8.
+    """The scene behind the foreground (robot, kept objects) for a static camera, ``(H, W, 3)`` uint8.
 
-    ``frames`` is ``(T, H, W, 3)`` uint8, ``robot`` ``(T, H, W)`` bool. The robot mask is
+    ``frames`` is ``(T, H, W, 3)`` uint8, ``foreground`` ``(T, H, W)`` bool. The mask is
     grown by ``dilate_px`` so its soft edges do not leak into the plate; pixels covered in
-    every frame are inpainted (Telea, ``inpaint_radius`` pixels of context).
+    every frame (an object that never moves) are inpainted (Telea, ``inpaint_radius``
+    pixels of context).
     """
-    if frames.ndim != 4 or frames.shape[-1] != 3 or robot.shape != frames.shape[:3]:
+    if frames.ndim != 4 or frames.shape[-1] != 3 or foreground.shape != frames.shape[:3]:
         raise ValueError(
-            f"clean_plate needs frames (T, H, W, 3) and robot (T, H, W); got {frames.shape} and {robot.shape}"
+            f"clean_plate needs frames (T, H, W, 3) and foreground (T, H, W); got {frames.shape} and {foreground.shape}"
         )
-    hidden = dilated_masks(robot, dilate_px)
+    hidden = dilated_masks(foreground, dilate_px)
     plate, seen = visible_median(frames, hidden)
     if not seen.any():
-        # The robot fills the view in every frame: nothing to recover, nothing to inpaint
+        # The foreground fills the view in every frame: nothing to recover, nothing to inpaint
         # from. The plain median is the least surprising answer.
         plate, _ = visible_median(frames, np.zeros_like(hidden))
         return plate
@@ -107,7 +112,7 @@ class CleanPlateBackground(BackgroundSource):
             raise BackgroundConfigError(f"{self.key_path}.inpaint_radius must be >= 1, got {options.inpaint_radius}")
 
     def generate(self, model, request: BackgroundRequest) -> np.ndarray:
-        return clean_plate(request.frames, request.robot, self.options.dilate_px, self.options.inpaint_radius)
+        return clean_plate(request.frames, request.foreground, self.options.dilate_px, self.options.inpaint_radius)
 
     def generate_batch(self, model, requests: list[BackgroundRequest]) -> list[np.ndarray]:
         """One plate per (episode, camera), shared by its variants: the plate has no randomness."""

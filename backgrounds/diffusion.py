@@ -1,16 +1,17 @@
 """Diffusion-inpainted backgrounds: a new scene painted into the episode's clean plate.
 
 For each (episode, camera, variant) request the source builds the episode's clean plate
-(the scene with the robot removed, ``backgrounds.clean_plate``), and asks a diffusers
-inpainting pipeline (Stable Diffusion, SDXL or Flux Fill) to repaint the part the recipe
-replaces plus every pixel the robot ever covers. The result is one ``(H, W, 3)`` image
-that the augmentation reuses for every frame, so the painted scene cannot flicker; pixels
-outside the inpaint mask are the clean plate's, exactly.
+(the scene with the robot and the kept objects removed, ``backgrounds.clean_plate``), and
+asks a diffusers inpainting pipeline (Stable Diffusion, SDXL or Flux Fill) to repaint the
+part the recipe replaces plus every pixel the robot or a kept object ever covers. The result
+is one ``(H, W, 3)`` image that the augmentation reuses for every frame, so the painted
+scene cannot flicker; pixels outside the inpaint mask are the clean plate's, exactly.
 
 The noise comes from a ``torch.Generator`` seeded by the request's seed and the prompt's
-slots (``{material}``, ``{lighting}``...) from the request's numpy generator, so a request
-gives the same background whichever batch it is painted in (up to the last bits of float
-arithmetic, which batched GPU kernels do not promise to keep).
+slots (``{material}``, ``{lighting}``...) from the request's numpy generator. Each request
+is painted in a pipeline call of its own: a request's background is then the same bytes
+whichever other requests Beam batched it with (see ``generate_batch`` for why batching
+images in one call cannot promise that).
 """
 
 from __future__ import annotations
@@ -100,7 +101,6 @@ class DiffusionOptions:
     dilate_px: int = 3  # grows the inpaint mask so the model blends across its edge
     attention_slicing: bool = False
     cpu_offload: bool = False  # needs the accelerate package and a GPU
-    images_per_call: int = 4  # images per pipeline call (background.batch_size is episodes per RunInference call)
     allow_download: bool = False  # let diffusers fetch a hub id that is not in the local cache
 
 
@@ -116,13 +116,15 @@ class InpaintJob:
 
 
 def inpaint_mask(request: BackgroundRequest, dilate_px: int) -> np.ndarray:
-    """``(H, W)`` bool, the pixels to paint: the replaced area and every pixel the robot ever covers, dilated.
+    """``(H, W)`` bool, the pixels to paint: the replaced area and every pixel the robot or a
+    kept object ever covers (``request.foreground``), dilated.
 
-    The robot's pixels are painted too because the robot is composited on top of this
-    background in every frame: wherever it moves, the background behind it must belong
-    to the new scene, not to the clean plate's guess of the old one.
+    Those pixels are painted too because the robot and the kept objects are composited on
+    top of this background in every frame: wherever they are, the background behind them
+    must belong to the new scene, not to the clean plate's guess of the old one. The model
+    never sees their pixels (they are inside the mask), so it cannot copy them into the scene.
     """
-    mask = np.asarray(request.replace, bool) | np.asarray(request.robot, bool).any(axis=0)
+    mask = np.asarray(request.replace, bool) | np.asarray(request.foreground, bool).any(axis=0)
     if dilate_px > 0:
         disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate_px + 1, 2 * dilate_px + 1))
         mask = cv2.dilate(mask.astype(np.uint8), disk).astype(bool)
@@ -223,7 +225,7 @@ class DiffusionInpaintBackground(BackgroundSource):
             raise BackgroundConfigError(f"{self.key_path}.dtype: {o.dtype!r} is not one of auto, {', '.join(DTYPES)}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", o.device):
             raise BackgroundConfigError(f"{self.key_path}.device: {o.device!r} is not auto, cpu, cuda or cuda:N")
-        lowest_values = {"steps": 1, "images_per_call": 1, "dilate_px": 0}
+        lowest_values = {"steps": 1, "dilate_px": 0}
         for key, lowest in lowest_values.items():
             value = getattr(o, key)
             if value < lowest:
@@ -367,36 +369,34 @@ class DiffusionInpaintBackground(BackgroundSource):
         return self.generate_batch(model, [request])[0]
 
     def generate_batch(self, model: Any, requests: list[BackgroundRequest]) -> list[np.ndarray]:
-        """Backgrounds for ``requests``, in order; pipeline calls of up to ``images_per_call`` images of one size."""
+        """Backgrounds for ``requests``, in order, each painted by a pipeline call of its own.
+
+        Only what is deterministic is shared across the batch: the clean plate of an
+        episode's camera, which its variants reuse. The denoising itself runs one image per
+        call because a batched call is not the same arithmetic: oneDNN (CPU) and cuDNN/cuBLAS
+        (GPU) pick kernels and reduction orders by batch shape, and a pixel can come out one
+        level off. Beam decides the batches per run, so batching images would make the output
+        bytes depend on the run; one image per call keeps reruns byte-identical.
+        """
         side = self.options.resolution or native_resolution(model)
         # Latent sides divisible by 8 keep every UNet downsampling exact and Flux's 2x2 packing whole.
         multiple = model.vae_scale_factor * 8
         # The variants of one episode's camera share its frames: one clean plate for all of them
         # (keyed by the arrays' identity, which the requests keep alive for this call).
         plates: dict[tuple[int, int], np.ndarray] = {}
+        backgrounds = []
         for request in requests:
-            key = (id(request.frames), id(request.robot))
+            key = (id(request.frames), id(request.foreground))
             if key not in plates:
-                plates[key] = clean_plate(request.frames, request.robot)
-        jobs = [
-            self.inpaint_job(
-                request, plates[id(request.frames), id(request.robot)], generation_size(request.size, side, multiple)
-            )
-            for request in requests
-        ]
-
-        # Nothing to paint (no replaced area, no robot): the plate is the answer.
-        backgrounds: list[np.ndarray | None] = [None if job.mask.any() else job.plate for job in jobs]
-        to_paint = [i for i, background in enumerate(backgrounds) if background is None]
-        for size in dict.fromkeys(jobs[i].generation_size for i in to_paint):
-            same_size = [i for i in to_paint if jobs[i].generation_size == size]
-            for start in range(0, len(same_size), self.options.images_per_call):
-                chunk = same_size[start : start + self.options.images_per_call]
-                painted = self.paint(model, [jobs[i] for i in chunk], size)
-                for i, image in zip(chunk, painted):
-                    job = jobs[i]
-                    camera_image = resize(image, job.plate.shape[:2])
-                    backgrounds[i] = blend_into_plate(camera_image, job.plate, job.mask, self.options.dilate_px)
+                plates[key] = clean_plate(request.frames, request.foreground)
+            job = self.inpaint_job(request, plates[key], generation_size(request.size, side, multiple))
+            if not job.mask.any():
+                # Nothing to paint (no replaced area, nothing in front): the plate is the answer.
+                backgrounds.append(job.plate)
+                continue
+            (painted,) = self.paint(model, [job], job.generation_size)
+            camera_image = resize(painted, job.plate.shape[:2])
+            backgrounds.append(blend_into_plate(camera_image, job.plate, job.mask, self.options.dilate_px))
         return backgrounds
 
     def inpaint_job(self, request: BackgroundRequest, plate: np.ndarray, size: tuple[int, int]) -> InpaintJob:

@@ -11,10 +11,14 @@ Exit status: 0 success, 1 some episodes failed (or the job failed), 2 bad recipe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+import tempfile
+import time
+import traceback
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -53,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(subparsers)
     _add_inspect(subparsers)
     # Commands that live beside the code they run add their own parsers.
-    for name in ("pipelines.sample_data", "pipelines.evaluate"):
+    for name in ("pipelines.sample_data", "pipelines.evaluate", "pipelines.weights", "pipelines.finetune", "pipelines.merge"):
         importlib.import_module(name).add_parser(subparsers)
     return parser
 
@@ -99,15 +103,46 @@ def run_command(args) -> int:
     if args.check:
         print(f"{args.recipe}: ok ({', '.join(plan.splits)}; cameras {', '.join(plan.cameras)})")
         return EXIT_OK
+    if plan.finished_part:
+        # Array jobs rerun every part after a crash; the finished ones have nothing to do.
+        print(f"part {plan.finished_part} already finished in {plan.output_root}; skipped (delete that folder to run it again)")
+        return EXIT_OK
     print(f"running {recipe.name}: {plan.source.dir} -> {plan.dataset_dir}", flush=True)
-    try:
-        report = pipeline()
-    except RecipeError as e:
-        print(f"error: {args.recipe}: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    except Exception as e:  # the job itself failed (fail_fast, runner error)
-        print(f"error: the job failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    from pipelines.console import Console, quiet_native_output
+    from pipelines.signals import interruptible
+
+    # Without -v, what TensorFlow, Beam's workers and TFDS print goes to a log file; the
+    # terminal gets the tool's own lines and one progress line.
+    log_path = os.path.join(tempfile.gettempdir(), f"oxe-augment-run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+    native = contextlib.nullcontext(Console()) if args.verbose else quiet_native_output(log_path)
+    error = None
+    with native as console:
+        pipeline.console = console
+        try:
+            # SIGTERM (a scheduler, a preempted node) and Ctrl-C leave through the pipeline's
+            # clean-up, so the scratch folder goes and the previous output stays as it was.
+            with interruptible() as stop:
+                report = pipeline()
+        except RecipeError as e:
+            error = (EXIT_CONFIG, f"error: {args.recipe}: {e}")
+        except Exception as e:  # the job itself failed (fail_fast, runner error)
+            traceback.print_exc()  # into the log (or the terminal with -v)
+            first_line = (str(e).strip().splitlines() or [""])[0][:500]
+            hint = f"the full trace is in {log_path}" if not args.verbose else "the trace is above"
+            error = (
+                EXIT_FAILED,
+                f"error: the job failed: {type(e).__name__}: {first_line}\n"
+                f"nothing was published; the previous contents of {plan.output_root} are unchanged; {hint}",
+            )
+    if error:
+        print(error[1], file=sys.stderr)
+        return error[0]
+    if stop:
+        print(f"error: {stop.message}; the previous contents of {plan.output_root} are unchanged", file=sys.stderr)
+        return stop.exit_status
+    if not args.verbose:
+        with contextlib.suppress(OSError):
+            os.remove(log_path)
     from pipelines import filesystems
 
     print(report.summary())
@@ -123,9 +158,13 @@ def run_command(args) -> int:
 
 
 def _add_inspect(subparsers) -> None:
-    parser = subparsers.add_parser("inspect", help="describe an RLDS dataset",
-                                   description="Splits, episode counts, cameras with image sizes, and the feature tree.")
-    parser.add_argument("dataset", help="TFDS version folder (local or gs://)")
+    parser = subparsers.add_parser(
+        "inspect",
+        help="describe an RLDS dataset",
+        description="Splits, episode counts and shard files, episode-level fields, cameras (and why other "
+        "image-like fields are not cameras), and the feature tree.",
+    )
+    parser.add_argument("dataset", help="TFDS version folder, or a dataset folder holding versions (local or gs://)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(handler=inspect_command)
 
@@ -138,11 +177,24 @@ def inspect_command(args) -> int:
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    cameras = {f.name: f for f in source.observation if f.camera}
+    # Image-like fields that are not cameras, with the reason; scalars and vectors are
+    # plainly not images and only appear in the feature tree.
+    others = {f.name: f for f in source.observation if not f.camera and f.reason != "not an image"}
     description = {
         "dataset": f"{source.name}/{source.version}",
         "path": source.dir,
-        "splits": {s: {"episodes": source.episode_count(s), "shards": len(source.shards[s])} for s in source.shards},
-        "cameras": {c: list(source.camera_shape(c)) for c in source.cameras},
+        "splits": {
+            s: {"episodes": source.episode_count(s), "shards": len(source.shards[s]),
+                "missing_shards": len(source.missing_shards.get(s, []))}
+            for s in source.shards
+        },
+        "episode_fields": source.episode_fields,
+        "cameras": {
+            name: {"shape": list(f.shape), "format": source.camera_format(name), "feature": f.kind}
+            for name, f in cameras.items()
+        },
+        "not_cameras": {name: f.reason for name, f in others.items()},
     }
     if args.json:
         description["features"] = source.features.to_json()
@@ -150,9 +202,16 @@ def inspect_command(args) -> int:
         return EXIT_OK
     print(f"{description['dataset']}  ({source.dir})")
     for split, info in description["splits"].items():
-        print(f"  split {split}: {info['episodes']} episodes in {info['shards']} shard(s)")
-    for camera, shape in description["cameras"].items():
-        print(f"  camera {camera}: {shape[0]}x{shape[1]}x{shape[2]}")
+        missing = f", {info['missing_shards']} missing" if info["missing_shards"] else ""
+        print(f"  split {split}: {info['episodes']} episodes in {info['shards']} shard(s){missing}")
+    print(f"  episode-level fields: {', '.join(description['episode_fields']) or '(none besides steps)'}")
+    for camera, info in description["cameras"].items():
+        shape = "x".join("?" if d is None else str(d) for d in info["shape"])
+        print(f"  camera {camera}: {shape} {info['format']}")
+    if not cameras:
+        print("  no cameras: no 3-channel uint8 Image or (H, W, 3) uint8 Tensor under steps/observation")
+    for name, reason in description["not_cameras"].items():
+        print(f"  not a camera: {name}: {reason}")
     print("features:")
     print("  " + repr(source.features).replace("\n", "\n  "))
     return EXIT_OK

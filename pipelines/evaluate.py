@@ -18,6 +18,7 @@ RLDS, each RLDS camera clip becomes a video named by :func:`vrs_video_name`.
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import pathlib
@@ -30,7 +31,7 @@ import tensorflow_datasets as tfds
 
 from pipelines.rlds_io import AUGMENTATION_FIELD, episode_key
 from segmentation import metrics
-from segmentation.labels import MASK_FEATURE_SUFFIX, TARGETS, label_map_from_targets, mask_feature_name
+from segmentation.labels import MASK_FEATURE_SUFFIX, TARGETS, mask_feature_name, target_mask
 
 #: Object folders of a VRS video, in RobotSeg's id order: arm, gripper, robot.
 VRS_OBJECT_DIRS = {"arm": "000", "gripper": "001", "robot": "002"}
@@ -43,19 +44,41 @@ class EvalInputError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class LabelClip:
-    """One camera's annotated frames of one episode."""
+class ObjectMasks:
+    """One target's annotated frames in one clip: a VRS object folder, or a target cut from label maps."""
 
-    frame_ids: tuple[int, ...]  # step (RLDS) or frame-file (VRS) index of each label map
-    labels: np.ndarray  # (T, H, W) uint8 label maps
+    frame_ids: tuple[int, ...]  # step (RLDS) or frame-file (VRS) index of each mask
+    masks: np.ndarray  # (T, H, W) bool
 
     def at(self, frame_ids: Sequence[int], where: str) -> np.ndarray:
-        """Label maps at ``frame_ids``; raises naming ``where`` if some frame is missing."""
+        """Masks at ``frame_ids``; raises naming ``where`` if some frame is missing."""
         position = {f: i for i, f in enumerate(self.frame_ids)}
         missing = [f for f in frame_ids if f not in position]
         if missing:
             raise EvalInputError(f"{where}: no prediction for frames {missing[:5]}{'...' if len(missing) > 5 else ''}")
-        return self.labels[[position[f] for f in frame_ids]]
+        return self.masks[[position[f] for f in frame_ids]]
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelClip:
+    """One camera's annotated masks of one episode, per target.
+
+    Each target is its own binary mask with its own frames, as SA-V scores object
+    folders: where a VRS video's arm and gripper masks overlap, both keep the pixels.
+    """
+
+    objects: dict[str, ObjectMasks]
+
+    @classmethod
+    def from_label_maps(cls, frame_ids: Sequence[int], labels: np.ndarray) -> "LabelClip":
+        """Every target of ``(T, H, W)`` label maps, all on the same frames."""
+        ids = tuple(int(f) for f in frame_ids)
+        return cls({t: ObjectMasks(ids, target_mask(labels, t)) for t in TARGETS})
+
+    @property
+    def frame_ids(self) -> tuple[int, ...]:
+        """Every frame annotated for some target, in order."""
+        return tuple(sorted(set().union(*(o.frame_ids for o in self.objects.values()))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +183,7 @@ def _read_rlds(path: pathlib.Path, split: str, cameras: Sequence[str]) -> Iterat
         for step in episode["steps"]:
             for camera in cameras:
                 per_camera[camera].append(step["observation"][mask_feature_name(camera)][..., 0])
-        clips = {c: LabelClip(tuple(range(len(maps))), np.stack(maps)) for c, maps in per_camera.items() if maps}
+        clips = {c: LabelClip.from_label_maps(range(len(maps)), np.stack(maps)) for c, maps in per_camera.items() if maps}
         source_key = variant = None
         if has_provenance:
             source_key, variant = _provenance(episode["episode_metadata"][AUGMENTATION_FIELD], path, key)
@@ -185,34 +208,31 @@ def _read_vrs(root: pathlib.Path) -> Iterator[MaskEpisode]:
 
 
 def read_vrs_video(video_dir: str | pathlib.Path) -> LabelClip:
-    """Label maps of one VRS video folder (``<000|001|002>/<frame:05d>.png``).
+    """The object masks of one VRS video folder (``<000|001|002>/<frame:05d>.png``).
 
-    A frame annotated for some targets but not others counts as empty for the others.
-    Gripper wins over arm over body where masks overlap (``label_map_from_targets``).
+    Each object folder keeps its own frames and its own binary mask (any value > 0),
+    as SA-V's ``sav_benchmark.py`` reads them; a missing folder is a target the video
+    does not annotate.
     """
     video_dir = pathlib.Path(video_dir)
-    files = {
-        target: {int(p.stem): p for p in (video_dir / folder).glob("*.png")}
-        for target, folder in VRS_OBJECT_DIRS.items()
-    }
-    frame_ids = sorted(set().union(*(f.keys() for f in files.values())))
-    if not frame_ids:
-        raise EvalInputError(f"{video_dir}: no mask files in {'/'.join(VRS_OBJECT_DIRS.values())}")
-    maps, shape = [], None
-    for frame in frame_ids:
-        masks = {}
-        for target in TARGETS:
-            path = files[target].get(frame)
-            mask = None if path is None else cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-            if path is not None and mask is None:
+    objects, shape = {}, None
+    for target, folder in VRS_OBJECT_DIRS.items():
+        files = sorted((int(p.stem), p) for p in (video_dir / folder).glob("*.png"))
+        if not files:
+            continue
+        masks = []
+        for frame, path in files:
+            mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            if mask is None:
                 raise EvalInputError(f"{path}: cannot read image")
-            masks[target] = mask
-        shape = shape or next(m.shape for m in masks.values() if m is not None)
-        binary = {t: np.zeros(shape, bool) if m is None else m > 0 for t, m in masks.items()}
-        if any(b.shape != shape for b in binary.values()):
-            raise EvalInputError(f"{video_dir}: frame {frame:05d} masks differ in size")
-        maps.append(label_map_from_targets(robot=binary["robot"], arm=binary["arm"], gripper=binary["gripper"]))
-    return LabelClip(tuple(frame_ids), np.stack(maps))
+            shape = shape or mask.shape
+            if mask.shape != shape:
+                raise EvalInputError(f"{path}: mask is {mask.shape}, other masks of {video_dir} are {shape}")
+            masks.append(mask > 0)
+        objects[target] = ObjectMasks(tuple(f for f, _ in files), np.stack(masks))
+    if not objects:
+        raise EvalInputError(f"{video_dir}: no mask files in {'/'.join(VRS_OBJECT_DIRS.values())}")
+    return LabelClip(objects)
 
 
 def vrs_video_name(key: str, camera: str) -> str:
@@ -303,22 +323,130 @@ def _cameras_to_score(pred: MaskDataset, gt: MaskDataset, cameras: Sequence[str]
 
 
 def _score_episode(
-    pred: MaskEpisode, gt: MaskEpisode, skip_first_last: bool, pred_path: pathlib.Path
+    pred: MaskEpisode,
+    gt: MaskEpisode,
+    skip_first_last: bool,
+    pred_path: pathlib.Path,
+    from_first_present: bool = False,
 ) -> metrics.EpisodeScores:
     frames = []
     for camera, truth in gt.clips.items():
         where = f"{pred_path} episode {pred.display_key} camera {camera}"
         if camera not in pred.clips:
             raise EvalInputError(f"{where}: missing")
-        predicted = pred.clips[camera].at(truth.frame_ids, where)
-        if predicted.shape != truth.labels.shape:
-            raise EvalInputError(
-                f"{where}: masks are {predicted.shape[1:]} but ground truth {gt.key} is {truth.labels.shape[1:]}"
+        per_target = {}
+        for target, obj in truth.objects.items():
+            predicted_obj = pred.clips[camera].objects.get(target)
+            if predicted_obj is None:
+                raise EvalInputError(f"{where}: no {target} masks (object folder {VRS_OBJECT_DIRS[target]})")
+            predicted = predicted_obj.at(obj.frame_ids, f"{where} target {target}")
+            if predicted.shape != obj.masks.shape:
+                raise EvalInputError(
+                    f"{where}: {target} masks are {predicted.shape[1:]} but ground truth {gt.key} is {obj.masks.shape[1:]}"
+                )
+            per_target[target] = metrics.score_object(
+                predicted, obj.masks, frame_ids=obj.frame_ids, skip_first_last=skip_first_last,
+                from_first_present=from_first_present,
             )
-        frames += metrics.score_clip(
-            camera, predicted, truth.labels, frame_ids=truth.frame_ids, skip_first_last=skip_first_last
-        )
+        frames += metrics.frames_from_objects(camera, per_target)
     return metrics.episode_scores(gt.key, pred.display_key, frames)
+
+
+# ----------------------------------------------------------------------------- RobotSeg protocol
+
+
+def vrs_image_dir(gt: MaskDataset, video: str) -> pathlib.Path:
+    """``image/<video>`` beside the ``mask_gt`` folder of a VRS split."""
+    return gt.path.parent / "image" / video
+
+
+def evaluate_robotseg(
+    gt: MaskDataset,
+    predictor,
+    settings: Sequence[str] = ("AU", "1C", "3C", "BB"),
+    targets: Sequence[str] = TARGETS,
+    pred: MaskDataset | None = None,
+) -> dict[str, metrics.EvalResult]:
+    """RobotSeg's protocol on a VRS split: per setting, every video's targets prompted from ground truth, tracked, scored.
+
+    ``predictor`` is a ``RobotSegVideoPredictor``; with ``pred`` (stored predictions)
+    nothing runs and the one setting is ``pred``. Each target is scored from its first
+    frame with ground truth, first and last of those frames skipped.
+    """
+    if gt.kind != "vrs":
+        raise EvalInputError(f"{gt.path}: --protocol robotseg reads VRS folders (image/<video>/, mask_gt/<video>/<000|001|002>/)")
+    # torch and the model only when the protocol runs: plain `eval` stays light.
+    from segmentation.robotseg import protocol
+    from segmentation.robotseg.predictor import load_video_frames
+
+    videos = [e for e in gt.episodes(gt.cameras) if any(t in e.clips[VRS_CAMERA].objects for t in targets)]
+    if pred is not None:
+        predicted = {e.key: e for e in pred.episodes(pred.cameras)}
+        scored = []
+        for video in videos:
+            if video.key not in predicted:
+                raise EvalInputError(f"{pred.path}: no prediction for video {video.key}")
+            episode = _protocol_episode(predicted[video.key], video, targets, pred.path)
+            if episode is not None:
+                scored.append(episode)
+        return {"pred": _overall(scored, gt.path)}
+    results = {}
+    for setting in settings:
+        scored = []
+        for video in videos:
+            image_dir = vrs_image_dir(gt, video.key)
+            if not image_dir.is_dir():
+                raise EvalInputError(f"{image_dir}: no frames for video {video.key}")
+            frames = load_video_frames(image_dir)
+            frame_ids = tuple(sorted(int(p.stem) for p in image_dir.iterdir() if p.stem.isdigit()))
+            if len(frame_ids) != len(frames):
+                raise EvalInputError(f"{image_dir}: frame files must be named by their index (00000.jpg, ...)")
+            truth = video.clips[VRS_CAMERA]
+            full = {}
+            for target in targets:
+                obj = truth.objects.get(target)
+                if obj is None:
+                    continue
+                if obj.masks.shape[1:] != frames.shape[1:3]:
+                    raise EvalInputError(f"{image_dir}: frames are {frames.shape[1:3]}, {target} masks {obj.masks.shape[1:]}")
+                masks = np.zeros(frames.shape[:3], bool)
+                position = {f: i for i, f in enumerate(frame_ids)}
+                missing = [f for f in obj.frame_ids if f not in position]
+                if missing:
+                    raise EvalInputError(f"{image_dir}: no frame files for annotated frames {missing[:5]} ({target})")
+                masks[[position[f] for f in obj.frame_ids]] = obj.masks
+                full[target] = masks
+            masks = protocol.segment_for_protocol(predictor, frames, full, setting)
+            clip = LabelClip({t: ObjectMasks(frame_ids, m) for t, m in masks.items()})
+            episode = _protocol_episode(MaskEpisode(video.key, {VRS_CAMERA: clip}), video, targets, image_dir)
+            if episode is not None:
+                scored.append(episode)
+        results[setting] = _overall(scored, gt.path)
+    return results
+
+
+def _protocol_episode(pred: MaskEpisode, gt: MaskEpisode, targets: Sequence[str], where) -> metrics.EpisodeScores | None:
+    wanted = {t: o for t, o in gt.clips[VRS_CAMERA].objects.items() if t in targets and o.masks.any()}
+    if not wanted:
+        return None
+    gt = MaskEpisode(gt.key, {VRS_CAMERA: LabelClip(wanted)})
+    return _score_episode(pred, gt, skip_first_last=True, pred_path=pathlib.Path(str(where)), from_first_present=True)
+
+
+def _overall(scored: list[metrics.EpisodeScores], path: pathlib.Path) -> metrics.EvalResult:
+    if not scored:
+        raise EvalInputError(f"{path}: no video has ground truth for the requested targets")
+    return metrics.overall_scores(scored)
+
+
+def write_csv(path: str | pathlib.Path, results: dict[str, metrics.EvalResult]) -> None:
+    """The per-video CSV: one row per (video, setting, target), scores in percent."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=metrics.CSV_COLUMNS)
+        writer.writeheader()
+        for setting, result in results.items():
+            for row in metrics.csv_rows(result, setting):
+                writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in row.items()})
 
 
 # ----------------------------------------------------------------------------- command
@@ -328,22 +456,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``eval`` subcommand."""
     parser = subparsers.add_parser(
         "eval",
-        help="J&F of predicted robot masks against ground truth (RLDS datasets or VRS folders)",
+        help="J&F of robot masks against ground truth (RLDS datasets or VRS folders); RobotSeg's VRS protocol",
         description=(
-            "Compare steps/observation/<camera>_robot_mask label maps of two RLDS datasets (or VRS-style "
-            "mask folders) episode by episode; print J, F and J&F per target (robot, arm, gripper). "
-            "Pipeline outputs are matched to their source episode through episode_metadata/augmentation."
+            "Default protocol (sav): compare steps/observation/<camera>_robot_mask label maps of two RLDS datasets "
+            "(or VRS-style mask folders) episode by episode; print J, F and J&F per target (robot, arm, gripper). "
+            "Each target (VRS object folder 000 arm, 001 gripper, 002 robot) is scored as its own binary mask, as "
+            "SA-V's sav_benchmark.py does. Pipeline outputs are matched to their source episode through "
+            "episode_metadata/augmentation. "
+            "--protocol robotseg: RobotSeg's VRS evaluation: --gt is a VRS split (image/<video>/<frame>.jpg, "
+            "mask_gt/<video>/<000|001|002>/<frame>.png); each target is prompted from its ground truth on its first "
+            "present frame (AU automatic, 1C one click at the mask's interior centre, 3C three clicks at the largest "
+            "error regions, BB the box), tracked with RobotSeg (--config/--checkpoint), and scored from that frame "
+            "(first and last scored frame skipped); with --pred, stored predictions are scored by the same rules."
         ),
     )
-    parser.add_argument("--pred", required=True, help="predicted masks: RLDS version folder or VRS-style folder")
-    parser.add_argument("--gt", required=True, help="ground-truth masks: RLDS version folder or VRS-style folder")
+    parser.add_argument("--pred", help="predicted masks: RLDS version folder or VRS-style folder (required unless --protocol robotseg)")
+    parser.add_argument("--gt", required=True, help="ground-truth masks: RLDS version folder or VRS-style folder (a VRS split for --protocol robotseg)")
+    parser.add_argument("--protocol", choices=("sav", "robotseg"), default="sav", help="sav (default): compare stored masks; robotseg: RobotSeg's VRS protocol")
     parser.add_argument("--split", default="train", help="RLDS split to read on both sides (default train)")
     parser.add_argument("--json", metavar="FILE", help="also write the scores as JSON to FILE")
+    parser.add_argument("--csv", metavar="FILE", help="also write per-video scores (video, setting, target, frames, J, F, JF in percent) to FILE")
     parser.add_argument(
         "--no-skip-first-last",
         dest="skip_first_last",
         action="store_false",
-        help="score the first and last frame of each clip too (SA-V skips them)",
+        help="score the first and last frame of each clip too (SA-V skips them; sav protocol only)",
     )
     parser.add_argument(
         "--cameras",
@@ -351,11 +488,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="CAMERA",
         help="RLDS cameras to score, space- or comma-separated (default: all with masks on both sides)",
     )
+    robotseg = parser.add_argument_group("--protocol robotseg")
+    robotseg.add_argument("--settings", nargs="+", default=["AU", "1C", "3C", "BB"], metavar="SETTING", help="prompt settings to run: AU 1C 3C BB (default all)")
+    robotseg.add_argument("--targets", nargs="+", default=list(TARGETS), metavar="TARGET", help="targets to score: arm gripper robot (default all)")
+    robotseg.add_argument("--config", default="robotseg_hiera_t", help="RobotSeg config name (robotseg_hiera_t, tiny) or the release's robotseg-infer.yaml")
+    robotseg.add_argument("--checkpoint", help="RobotSeg checkpoint (robotseg.pt, or one written by `oxe-augment finetune`)")
+    robotseg.add_argument("--allow-random-init", action="store_true", help="run without a checkpoint (tests only: random weights)")
+    robotseg.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    robotseg.add_argument("--chunk-size", type=int, default=8, help="frames per image-encoder batch (default 8)")
     parser.set_defaults(handler=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Handler of ``eval``: score, print the table, write JSON. Exit 2 on unusable inputs."""
+    """Handler of ``eval``: score, print the table, write JSON/CSV. Exit 2 on unusable inputs."""
+    if args.protocol == "robotseg":
+        return _run_robotseg_protocol(args)
+    if not args.pred:
+        print("eval: --pred is required (unless --protocol robotseg)", file=sys.stderr)
+        return 2
     try:
         pred = open_mask_dataset(args.pred, args.split)
         gt = open_mask_dataset(args.gt, args.split)
@@ -373,4 +523,50 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         pathlib.Path(args.json).write_text(result.to_json() + "\n")
         print(f"wrote {args.json}")
+    if args.csv:
+        write_csv(args.csv, {"": result})
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def _run_robotseg_protocol(args: argparse.Namespace) -> int:
+    targets = [t for arg in args.targets for t in arg.split(",") if t]
+    unknown = [t for t in targets if t not in TARGETS]
+    settings = [s.upper() for arg in args.settings for s in arg.split(",") if s]
+    bad = [s for s in settings if s not in ("AU", "1C", "3C", "BB")]
+    if unknown or bad:
+        print(f"eval: unknown {'target' if unknown else 'setting'} {(unknown or bad)[0]!r}", file=sys.stderr)
+        return 2
+    try:
+        gt = open_mask_dataset(args.gt, args.split)
+        pred = open_mask_dataset(args.pred, args.split) if args.pred else None
+        predictor = None
+        if pred is None:
+            if args.checkpoint is None and not args.allow_random_init:
+                raise EvalInputError("--checkpoint: required to run RobotSeg (or --pred to score stored predictions)")
+            from segmentation.robotseg.checkpoint import CheckpointError
+            from segmentation.robotseg.predictor import build_robotseg_video_predictor
+            from segmentation.robotseg.source import resolve_device
+            from segmentation.robotseg.video import InferenceOptions
+
+            try:
+                predictor = build_robotseg_video_predictor(
+                    args.config, args.checkpoint, resolve_device(args.device), options=InferenceOptions(chunk_size=args.chunk_size)
+                )
+            except (CheckpointError, KeyError) as error:
+                raise EvalInputError(f"--checkpoint/--config: {error}") from None
+        results = evaluate_robotseg(gt, predictor, settings, targets, pred=pred)
+    except EvalInputError as error:
+        print(f"eval: {error}", file=sys.stderr)
+        return 2
+    for setting, result in results.items():
+        print(f"setting {setting}: {len(result.episodes)} videos scored, ground truth {gt.path}")
+        print(metrics.format_table(result.overall))
+    if args.json:
+        payload = {setting: json.loads(result.to_json()) for setting, result in results.items()}
+        pathlib.Path(args.json).write_text(json.dumps({"protocol": "robotseg", "settings": payload}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.csv:
+        write_csv(args.csv, results)
+        print(f"wrote {args.csv}")
     return 0

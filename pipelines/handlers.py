@@ -20,12 +20,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from augment.regions import protected_mask, replace_mask
-from augment.variants import variant_seed
+from augment.plan import PlanSettings, VariantPlan, plan_variants
 from backgrounds.base import BackgroundRequest, BackgroundSource
 from pipelines.episode import Episode
-from segmentation.labels import BODY
-from segmentation.sources import CameraClip, MaskSource
+from segmentation.sources import CameraClip, ClipMasks, MaskSource
+
+#: Where RLDS datasets keep the language instruction, in the order looked at: the step
+#: (Bridge, most of OXE), then the observation (RT-1's natural_language_instruction, others).
+INSTRUCTION_FIELDS = (("language_instruction",), ("observation", "natural_language_instruction"), ("observation", "instruction"))
 
 
 @dataclasses.dataclass
@@ -40,7 +42,7 @@ class LoadedMaskSource:
     """A mask source with its model, called one clip at a time.
 
     With ``large_model`` Beam keeps this object in another process behind a proxy, where
-    only method calls work: ``segment(clip)`` is one call per clip returning compact
+    only method calls work: ``segment_clip(clip)`` is one call per clip returning compact
     label maps.
     """
 
@@ -48,8 +50,8 @@ class LoadedMaskSource:
         self.source = source
         self.model = source.load_model()
 
-    def segment(self, clip: CameraClip) -> np.ndarray:
-        return self.source.segment(self.model, clip)
+    def segment_clip(self, clip: CameraClip) -> ClipMasks:
+        return self.source.segment_clip(self.model, clip)
 
 
 class LoadedBackgroundSource:
@@ -93,7 +95,8 @@ class _SourceHandler(ModelHandler):
 
 
 class MaskSourceHandler(_SourceHandler):
-    """Runs a mask source on every camera of each episode: result ``{camera: labels}``."""
+    """Runs a mask source on every camera of each episode: the episode with its robot label
+    maps (``Episode.masks``) and the task objects' (``Episode.objects``) where the source found any."""
 
     stage = "segment"
 
@@ -109,33 +112,68 @@ class MaskSourceHandler(_SourceHandler):
         for episode in batch:
             start = time.perf_counter()
             try:
-                masks = {camera: self._segment(model, episode, camera) for camera in self._cameras}
-                results.append(PredictionResult(episode, episode.with_masks(masks, time.perf_counter() - start)))
+                masks, objects = {}, {}
+                for camera in self._cameras:
+                    found = self._segment(model, episode, camera)
+                    masks[camera] = found.robot
+                    if found.objects is not None:
+                        objects[camera] = found.objects
+                results.append(PredictionResult(episode, episode.with_masks(masks, objects, time.perf_counter() - start)))
             except Exception as e:  # noqa: BLE001 - reported per episode
                 results.append(PredictionResult(episode, self._failure(e)))
         return results
 
-    def _segment(self, model: LoadedMaskSource, episode: Episode, camera: str) -> np.ndarray:
+    def _segment(self, model: LoadedMaskSource, episode: Episode, camera: str) -> ClipMasks:
         frames = episode.frames(camera)
-        names = [n for n in episode.steps[0]["observation"] if n not in self._cameras]
-        clip = CameraClip(episode.key, camera, frames, episode.observation_arrays(names))
-        labels = np.asarray(model.segment(clip))
-        if labels.shape != frames.shape[:3]:
-            raise ValueError(f"camera {camera}: masks of shape {labels.shape} for frames of shape {frames.shape[:3]}")
-        return labels.astype(np.uint8)
+        names = [n for n in episode.observation_names() if n not in self._cameras]
+        clip = CameraClip(episode.key, camera, frames, episode.observation_arrays(names), episode_instruction(episode))
+        found = model.segment_clip(clip)
+        robot = np.asarray(found.robot)
+        if robot.shape != frames.shape[:3]:
+            raise ValueError(f"camera {camera}: masks of shape {robot.shape} for frames of shape {frames.shape[:3]}")
+        objects = None
+        if found.objects is not None:
+            objects = np.asarray(found.objects)
+            if objects.shape != frames.shape[:3]:
+                raise ValueError(
+                    f"camera {camera}: object masks of shape {objects.shape} for frames of shape {frames.shape[:3]}"
+                )
+            objects = objects.astype(np.uint8)
+        return ClipMasks(robot.astype(np.uint8), objects, tuple(found.object_names))
+
+
+def episode_instruction(episode: Episode) -> str:
+    """The episode's language instruction (its first step's), "" when the dataset has none."""
+    if not episode.steps:
+        return ""
+    for path in INSTRUCTION_FIELDS:
+        value: Any = episode.steps[0]
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        if isinstance(value, np.ndarray):
+            value = value.item() if value.size == 1 else None
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        if isinstance(value, str):
+            return value
+    return ""
 
 
 class BackgroundSourceHandler(_SourceHandler):
-    """Draws one background per (camera, variant) of each episode, batched across episodes."""
+    """Draws one background per (camera, variant) of each episode, batched across episodes.
+
+    Each request follows the variant's plan (``augment.plan``): its seed, what it may
+    replace, and what it must not show (the robot and the kept objects).
+    """
 
     stage = "background"
 
-    def __init__(self, source: BackgroundSource, *, seed: int, variants: int, composite, **kwargs):
+    def __init__(self, source: BackgroundSource, *, plan: PlanSettings, **kwargs):
         super().__init__(**kwargs)
         self._source = source
-        self._seed = seed
-        self._variants = variants
-        self._composite = composite
+        self._plan = plan
 
     def load_model(self) -> LoadedBackgroundSource:
         return LoadedBackgroundSource(self._source)
@@ -168,19 +206,29 @@ class BackgroundSourceHandler(_SourceHandler):
         requests = []
         for camera in self._cameras:
             frames = episode.frames(camera)
-            labels = episode.masks.get(camera)
-            robot = labels >= BODY if labels is not None else np.zeros(frames.shape[:3], bool)
-            replace = replace_mask(episode_protected_mask(episode, self._composite, camera))
-            for variant in range(self._variants):
-                seed = variant_seed(self._seed, episode.key, variant, camera)
-                requests.append(BackgroundRequest(episode.key, camera, variant, seed, frames, robot, replace))
+            for plan in episode_plans(episode, self._plan, camera):
+                requests.append(
+                    BackgroundRequest(episode.key, camera, plan.variant, plan.seed, frames, plan.foreground, plan.replace)
+                )
         return requests
 
 
-def episode_protected_mask(episode: Episode, composite, camera: str) -> np.ndarray:
-    """``(H, W)`` bool: the camera's pixels the recipe keeps (``composite.protect`` regions
-    and the ``composite.protect_feature`` mask, if any)."""
+def episode_plans(episode: Episode, settings: PlanSettings, camera: str) -> list[VariantPlan]:
+    """The plans of every variant of one camera of ``episode`` (``augment.plan.plan_variants``).
+
+    The background and compose stages both call this, with the same episode and settings,
+    so their seeds and masks agree.
+    """
+    composite = settings.composite
     observation = None
     if composite.protect_feature:
         observation = episode.observation_arrays([composite.protect_feature.format(camera=camera)])
-    return protected_mask(composite, camera, episode.frames(camera).shape[1:3], observation)
+    return plan_variants(
+        settings,
+        episode.key,
+        camera,
+        episode.frames(camera).shape[:3],
+        episode.masks.get(camera),
+        episode.objects.get(camera),
+        observation,
+    )

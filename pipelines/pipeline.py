@@ -20,15 +20,21 @@ import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import filesystems
+from pipelines.console import Console, ProgressMonitor
 from pipelines.handlers import BackgroundSourceHandler, MaskSourceHandler
 from pipelines.recipe import Recipe, RecipeError, check_sources, resolve_path
 from pipelines.report import RunReport, build_report, read_records, write_report
-from pipelines.rlds_io import DatasetError, ShardSpec, SourceDataset, deterministic_serialization, open_dataset, output_features
-from pipelines.stages import RECORDS, ComposePlan, ComposeVariants, LogProgress, ReadEpisodes, RunSourceStage
+from pipelines.partition import episodes_in, parse_part, part_dir_name, part_of
+from pipelines.output import OutputLocationError, OutputTransaction, check_output_location
+from pipelines.rlds_io import DatasetError, ShardSpec, SourceDataset, open_dataset, output_features
+from pipelines.tfds_writer import drop_empty_splits, tfds_writes
+from pipelines.stages import RECORDS, ComposePlan, ComposeVariants, ReportProgress, ReadEpisodes, RunSourceStage
 
 log = logging.getLogger("oxe_augment")
 
-_WORK = "_work"  # scratch folder under output.dir for per-episode records
+_RECORDS = "_records"  # per-episode records, in the run's scratch folder
+_PROGRESS = "_progress"  # the workers' running totals, in the run's scratch folder
+_VARIANT_SLOTS = 1024  # output keys per source episode: the original and up to 1023 variants
 
 
 def tool_version() -> str:
@@ -50,60 +56,110 @@ class RunPlan:
     name: str
     version: str
     features: tfds.features.FeaturesDict
+    object_cameras: list[str] = dataclasses.field(default_factory=list)  # cameras given <camera>_object_mask
+    shards: dict[str, list[ShardSpec]] = dataclasses.field(default_factory=dict)  # what this run reads, per split
+    finished_part: str = ""  # input.part whose output is already complete: nothing to do
+
+    def expected_episodes(self, max_episodes: int | None) -> int:
+        """Input episodes this run reads, over all splits (``input.max_episodes`` applied)."""
+        total = 0
+        for shards in self.shards.values():
+            for shard in shards:
+                first = getattr(shard, "start", shard.first_index)
+                stop = first + episodes_in(shard)
+                total += max(0, min(stop, max_episodes if max_episodes is not None else stop) - first)
+        return total
 
 
 class AugmentPipeline:
     """Runs one recipe. ``beam_args`` are passed to Beam unchanged (runner options)."""
 
-    def __init__(self, recipe: Recipe, beam_args: list[str] | None = None, verbose: bool = False):
+    def __init__(self, recipe: Recipe, beam_args: list[str] | None = None, verbose: bool = False, console: Console | None = None):
         self.recipe = recipe
         self.beam_args = list(beam_args or [])
         self.verbose = verbose
+        self.console = console  # where progress goes; None: no progress line
 
     def __call__(self) -> RunReport:
         start = time.perf_counter()
 
         # 1. Check inputs: dataset, splits, cameras, sources, output folder. No Beam yet.
         plan = self.plan()
-        log.info("input %s: splits %s, cameras %s", plan.source.dir, plan.splits, plan.cameras)
+        log.debug("input %s: splits %s, cameras %s", plan.source.dir, plan.splits, plan.cameras)
 
-        # 2. One transform per split, all in one Beam pipeline (TFDS creates it).
-        work_dir = filesystems.join(plan.output_root, _WORK)
-        filesystems.delete_tree(work_dir)
-        split_transforms = {split: self.split_transform(plan, split, work_dir) for split in plan.splits}
+        # 2. Open the output: everything is written into a scratch folder beside the
+        #    earlier output, which stays untouched until the run has finished.
+        output = OutputTransaction(plan.output_root, f"{plan.name}/{plan.version}")
+        output.begin()
+        try:
+            # 3. One transform per split, all in one Beam pipeline (TFDS creates it).
+            split_transforms = {split: self.split_transform(plan, split, output.scratch) for split in plan.splits}
 
-        # 3. Run, writing through TFDS's Beam writer.
+            # 4. Run, writing through TFDS's Beam writer, with the workers' progress shown.
+            with self._progress(plan, output.scratch):
+                self._write(plan, split_transforms, output.scratch)
+
+            # 5. Account for every episode; a split in which nothing survived is named.
+            report = self._account(plan, output.scratch, wall_seconds=time.perf_counter() - start)
+
+            # 6. Publish: the new dataset, report, failures and previews replace the old together.
+            output.commit()
+        except BaseException:
+            output.abort()
+            raise
+        return report
+
+    def _progress(self, plan: RunPlan, scratch: str):
+        if self.console is None:
+            return contextlib.nullcontext()
+        expected = plan.expected_episodes(self.recipe.input.max_episodes)
+        every = self.recipe.runner.progress_seconds
+        return ProgressMonitor(filesystems.join(scratch, _PROGRESS), expected, self.console, every)
+
+    def _write(self, plan: RunPlan, split_transforms: dict, scratch: str) -> None:
+        source_info = plan.source.builder.info
         builder = tfds.dataset_builders.AdhocBuilder(
             name=plan.name,
             version=plan.version,
             features=plan.features,
             split_datasets=split_transforms,
-            data_dir=plan.output_root,
-            description=f"{plan.source.name} {plan.source.version} augmented by oxe-augment recipe {self.recipe.name}",
+            data_dir=scratch,
+            description=_augmented_description(source_info.description, plan, self.recipe),
+            citation=source_info.citation or None,
+            homepage=source_info.homepage or None,
+            release_notes=dict(getattr(source_info, "release_notes", None) or {}) or None,
+            # Output keys are ordered by source index (_ordered_key): shards keep input order.
+            disable_shuffling=True,
             file_format="tfrecord",
         )
         # TFDS prints "Downloading and preparing dataset..." (nothing is downloaded); the
         # run prints its own summary instead.
         quiet = contextlib.nullcontext() if self.verbose else contextlib.redirect_stdout(io.StringIO())
-        with deterministic_serialization(), quiet:  # same recipe and seed: same bytes
+        if not self.verbose:
+            tfds.disable_progress_bar()  # its bar ends before the work starts; ours follows the workers
+        with tfds_writes(), quiet:  # same recipe and seed: same bytes; empty splits allowed
             builder.download_and_prepare(
-                download_dir=filesystems.join(work_dir, "downloads"),  # TFDS wants one; nothing is downloaded
+                download_dir=filesystems.join(scratch, "_downloads"),  # TFDS wants one; nothing is downloaded
                 download_config=tfds.download.DownloadConfig(beam_options=self.beam_options()),
                 file_format="tfrecord",
             )
 
-        # 4. Account for every episode.
-        records = read_records(filesystems.join(work_dir, "records-*"))
+    def _account(self, plan: RunPlan, scratch: str, wall_seconds: float) -> RunReport:
+        records = read_records(filesystems.join(scratch, _RECORDS, "records-*"))
+        written_dataset = filesystems.join(scratch, plan.name, plan.version)
+        empty = drop_empty_splits(written_dataset)
+        if len(empty) == len(plan.splits):
+            filesystems.delete_tree(written_dataset)  # no split holds an episode: no dataset
         report = build_report(
             records,
             recipe_name=self.recipe.name,
             recipe_sha256=self.recipe.sha256,
             input_dir=plan.source.dir,
-            output_dataset=plan.dataset_dir,
-            wall_seconds=time.perf_counter() - start,
+            output_dataset=plan.dataset_dir if len(empty) < len(plan.splits) else "",
+            wall_seconds=wall_seconds,
+            splits=plan.splits,
         )
-        write_report(report, plan.output_root)
-        filesystems.delete_tree(work_dir)
+        write_report(report, scratch, self.recipe.text)
         return report
 
     # -----------------------------------------------------------------------------------
@@ -126,41 +182,61 @@ class AugmentPipeline:
         check_sources(recipe, source.observation_features, cameras)
 
         output_root = resolve_path(recipe.output.dir)
+        shards = {split: source.shards[split] for split in splits}
+        if recipe.input.part is not None:
+            # Part I of N reads its share of every split and writes a complete output of
+            # its own under parts/, which `oxe-augment merge` joins.
+            part, parts = parse_part(recipe.input.part)
+            output_root = filesystems.join(output_root, "parts", part_dir_name(part, parts))
+            shards = {split: part_of(shards[split], part, parts) for split in splits}
+            shards = {split: chosen for split, chosen in shards.items() if chosen}
+            splits = list(shards)
         name = recipe.output.name or source.name
         version = recipe.output.version or source.version
         dataset_dir = filesystems.join(output_root, name, version)
-        if filesystems.folder_exists(dataset_dir):
-            if not recipe.output.overwrite:
-                raise RecipeError(f"output.dir: {dataset_dir} already exists; set output.overwrite: true to replace it")
-            filesystems.delete_tree(dataset_dir)
+        try:
+            check_output_location(output_root, source.dir)
+        except OutputLocationError as e:
+            raise RecipeError(str(e)) from None
+        finished = recipe.input.part is not None and filesystems.exists(filesystems.join(output_root, "report.json"))
+        if filesystems.folder_exists(dataset_dir) and not recipe.output.overwrite and not finished:
+            raise RecipeError(f"output.dir: {dataset_dir} already exists; set output.overwrite: true to replace it")
+        _check_protected_cameras(recipe, cameras)
         mask_cameras = {c: source.camera_shape(c)[:2] for c in cameras} if recipe.output.write_masks else {}
-        features = output_features(source.features, mask_cameras=mask_cameras)
-        return RunPlan(source, splits, cameras, output_root, dataset_dir, name, version, features)
+        mask_source = recipe.mask_source()
+        object_cameras = []
+        if recipe.output.write_masks and mask_source is not None:
+            object_cameras = mask_source.object_cameras(source.observation_features, cameras)
+        object_shapes = {c: source.camera_shape(c)[:2] for c in object_cameras}
+        features = output_features(source.features, mask_cameras=mask_cameras, object_cameras=object_shapes)
+        return RunPlan(
+            source, splits, cameras, output_root, dataset_dir, name, version, features, object_cameras,
+            shards=shards, finished_part=recipe.input.part if finished else "",
+        )
 
     def split_transform(self, plan: RunPlan, split: str, work_dir: str) -> beam.PTransform:
+        """The transform of one split; it writes records and previews under ``work_dir``."""
         return _AugmentSplit(
-            shards=plan.source.shards[split],
+            shards=plan.shards[split],
             features=plan.source.features,
             recipe=self.recipe,
             cameras=plan.cameras,
             compose=ComposePlan(
                 cameras=plan.cameras,
-                camera_formats={c: plan.source.observation_features[c].encoding_format or "png" for c in plan.cameras},
-                targets=list(self.recipe.segmentation.targets),
-                seed=self.recipe.seed,
-                variants=self.recipe.output.variants_per_episode,
+                camera_formats={c: plan.source.camera_format(c) for c in plan.cameras},
+                plan=self.recipe.plan_settings(),
                 augments=self.recipe.augments,
                 keep_original=self.recipe.output.keep_original,
                 write_masks=self.recipe.output.write_masks,
-                composite=self.recipe.composite,
+                object_cameras=tuple(plan.object_cameras),
                 previews=self.recipe.output.previews,
                 preview_frames=self.recipe.output.preview_frames,
-                preview_dir=filesystems.join(plan.output_root, "previews"),
+                preview_dir=filesystems.join(work_dir, "previews"),
                 source_dataset=f"{plan.source.name}/{plan.source.version}",
                 recipe_sha256=self.recipe.sha256,
                 tool_version=tool_version(),
             ),
-            records_prefix=filesystems.join(work_dir, f"records-{split}"),
+            work_dir=work_dir,
         )
 
     def beam_options(self) -> PipelineOptions:
@@ -178,19 +254,19 @@ class AugmentPipeline:
 
 
 class _AugmentSplit(beam.PTransform):
-    """One split: read -> segment -> background -> compose; records to ``records_prefix``."""
+    """One split: read -> segment -> background -> compose; per-episode records and progress
+    go to the run's ``work_dir``."""
 
-    def __init__(self, *, shards: list[ShardSpec], features, recipe: Recipe, cameras: list[str], compose: ComposePlan, records_prefix: str):
+    def __init__(self, *, shards: list[ShardSpec], features, recipe: Recipe, cameras: list[str], compose: ComposePlan, work_dir: str):
         super().__init__()
         self._shards = shards
         self._features = features
         self._recipe = recipe
         self._cameras = cameras
         self._compose = compose
-        self._records_prefix = records_prefix
+        self._records_prefix = filesystems.join(work_dir, _RECORDS, f"records-{shards[0].split}")
+        self._progress_dir = filesystems.join(work_dir, _PROGRESS)
         self._split = shards[0].split
-        expected = sum(shard.expected for shard in shards)
-        self._expected = min(expected, recipe.input.max_episodes or expected)
 
     def expand(self, pbegin):
         recipe = self._recipe
@@ -211,7 +287,7 @@ class _AugmentSplit(beam.PTransform):
         if background_source is not None:
             bg = recipe.background
             handler = BackgroundSourceHandler(
-                background_source, seed=recipe.seed, variants=recipe.output.variants_per_episode, composite=recipe.composite,
+                background_source, plan=recipe.plan_settings(),
                 batch_size=bg.batch_size, large_model=bg.large_model, model_copies=bg.model_copies, **common,
             )
             drawn = episodes | "Background" >> RunSourceStage(handler)
@@ -223,8 +299,39 @@ class _AugmentSplit(beam.PTransform):
         _ = (
             records
             | "AllRecords" >> beam.Flatten()
-            | "Progress" >> beam.ParDo(LogProgress(self._split, self._expected, recipe.runner.progress_seconds))
+            | "Progress" >> beam.ParDo(ReportProgress(self._split, self._progress_dir, recipe.runner.progress_seconds))
             | "RecordJson" >> beam.Map(lambda r: r.to_json())
             | "WriteRecords" >> beam.io.WriteToText(self._records_prefix, file_name_suffix=".jsonl")
         )
-        return composed.examples
+        # TFDS orders a split's records by key: integer keys in source order keep it.
+        return composed.examples | "OrderKeys" >> beam.Map(lambda keyed: (_ordered_key(keyed[0]), keyed[1]))
+
+
+def _ordered_key(output_key: str) -> int:
+    """``<split>/<index>[/original|/v<k>]`` -> an integer that sorts in source order.
+
+    The original (or a copy) comes first, then the variants in order.
+    """
+    parts = output_key.split("/")
+    index, variant = int(parts[1]), parts[2] if len(parts) > 2 else "original"
+    slot = 0 if variant == "original" else 1 + int(variant[1:])
+    return index * _VARIANT_SLOTS + slot
+
+
+def _augmented_description(source_description: str, plan: RunPlan, recipe: Recipe) -> str:
+    """The source's description, then what oxe-augment did to it."""
+    done = (
+        f"Augmented by oxe-augment {tool_version()} from {plan.source.name} {plan.source.version} with recipe "
+        f"{recipe.name!r} (sha256 {recipe.sha256[:12]}): segmentation {recipe.segmentation.source}, "
+        f"background {recipe.background.source}, {recipe.output.variants_per_episode} variant(s) per episode. "
+        "Each episode's episode_metadata/augmentation names its source episode and variant."
+    )
+    return f"{source_description.strip()}\n\n{done}" if source_description and source_description.strip() else done
+
+
+def _check_protected_cameras(recipe: Recipe, cameras: list[str]) -> None:
+    for camera in recipe.composite.protect:
+        if camera != "*" and camera not in cameras:
+            raise RecipeError(
+                f"composite.protect.{camera}: not a camera of this run; cameras: {', '.join(cameras)} (or \"*\" for all)"
+            )

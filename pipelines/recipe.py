@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import types
 import typing
 from typing import Any, Union
@@ -40,6 +41,7 @@ class InputSettings:
     splits: list[str] = dataclasses.field(default_factory=list)  # empty: every split
     cameras: list[str] = dataclasses.field(default_factory=list)  # empty: every camera
     max_episodes: int | None = None  # per split, the first N
+    part: str | None = None  # "I/N": process the I-th of N parts (from 0) into <output.dir>/parts/I-of-N/
 
 
 @dataclasses.dataclass
@@ -49,6 +51,9 @@ class SegmentationSettings:
     batch_size: int = 1  # episodes per RunInference call
     large_model: bool = False  # one model per machine, shared by worker processes
     model_copies: int | None = None  # copies of a large model per machine
+    keep_objects: bool = True  # task objects the source finds are kept exactly like the robot
+    # Replacing the background with source: none replaces the robot too; only on purpose.
+    allow_no_masks: bool = False
     options: Any = None  # the source's own Options dataclass
 
 
@@ -95,11 +100,24 @@ class Recipe:
     composite: CompositeSettings = dataclasses.field(default_factory=CompositeSettings)
     runner: RunnerSettings = dataclasses.field(default_factory=RunnerSettings)
     sha256: str = ""
+    text: str = ""  # the effective recipe as YAML (overrides applied), for the report
 
     @property
     def augments(self) -> bool:
         """Whether frames are changed (otherwise the recipe copies, or only adds masks)."""
         return self.background.source != "none"
+
+    def plan_settings(self):
+        """What every (episode, camera, variant) plan depends on: an ``augment.plan.PlanSettings``."""
+        from augment.plan import PlanSettings  # imported on use: reading a recipe stays light
+
+        return PlanSettings(
+            seed=self.seed,
+            variants=self.output.variants_per_episode,
+            targets=tuple(self.segmentation.targets),
+            keep_objects=self.segmentation.keep_objects,
+            composite=self.composite,
+        )
 
     def mask_source(self) -> MaskSource | None:
         """The configured mask source, or ``None``."""
@@ -138,6 +156,7 @@ def load_recipe(path: str, overrides: list[str] | None = None) -> Recipe:
         apply_override(raw, override)
     recipe = recipe_from_dict(raw)
     recipe.sha256 = content_sha256(raw)
+    recipe.text = yaml.safe_dump(raw, sort_keys=False)
     return recipe
 
 
@@ -166,7 +185,13 @@ def apply_override(raw: dict, override: str) -> None:
         if not isinstance(child, dict):
             raise RecipeError(f"--set {dotted}: {'.'.join(keys[: depth + 1])} is not a section")
         node = child
-    node[keys[-1]] = yaml.safe_load(value_text) if value_text != "" else ""
+    if not all(keys):
+        raise RecipeError(f"--set {override!r}: empty key in {dotted!r}")
+    try:
+        node[keys[-1]] = yaml.safe_load(value_text) if value_text != "" else ""
+    except yaml.YAMLError as e:
+        problem = str(getattr(e, "problem", "") or e).strip()
+        raise RecipeError(f"--set {dotted}: the value {value_text!r} is not valid YAML ({problem})") from None
 
 
 _SECTIONS = {
@@ -179,7 +204,7 @@ _SECTIONS = {
 
 def recipe_from_dict(raw: dict) -> Recipe:
     """Validate a raw recipe mapping into a :class:`Recipe` (no file system checks)."""
-    allowed = {f.name for f in dataclasses.fields(Recipe)} - {"sha256"}
+    allowed = {f.name for f in dataclasses.fields(Recipe)} - {"sha256", "text"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise RecipeError(f"{unknown[0]}: unknown key; allowed top-level keys: {', '.join(sorted(allowed))}")
@@ -253,19 +278,76 @@ def _check_cross_section(recipe: Recipe) -> None:
     for target in recipe.segmentation.targets:
         if target not in TARGETS:
             raise RecipeError(f"segmentation.targets: unknown target {target!r}; allowed: {', '.join(TARGETS)}")
-    if recipe.output.variants_per_episode < 1:
-        raise RecipeError("output.variants_per_episode: must be >= 1")
+    _check_counts(recipe)
+    _check_output_names(recipe.output)
+    if recipe.input.part is not None:
+        from pipelines.partition import parse_part
+
+        try:
+            parse_part(recipe.input.part)
+        except ValueError as e:
+            raise RecipeError(str(e)) from None
     if recipe.output.write_masks and recipe.segmentation.source == "none":
         raise RecipeError("output.write_masks: needs a segmentation.source (dataset, robotseg or sam2)")
-    if recipe.runner.workers < 0:
-        raise RecipeError("runner.workers: must be >= 0 (0 means every core)")
-    if recipe.input.max_episodes is not None and recipe.input.max_episodes < 1:
-        raise RecipeError("input.max_episodes: must be >= 1 (or null for all)")
+    if (
+        recipe.segmentation.source == "none"
+        and recipe.background.source not in ("none", "original")
+        and not recipe.segmentation.allow_no_masks
+    ):
+        raise RecipeError(
+            f"segmentation.source: none with background.source: {recipe.background.source} would replace the "
+            f"robot and the task objects with the new background in every frame; choose a mask source "
+            f"(dataset, robotseg, sam2...) or set segmentation.allow_no_masks: true if that is what you want"
+        )
     try:
         recipe.composite.validate()
     except ValueError as e:
         message = str(e)
         raise RecipeError(message if message.startswith("composite") else f"composite.{message}") from None
+
+
+# (key path, value, smallest allowed, largest allowed or None, what it means)
+def _count_rules(recipe: Recipe) -> list[tuple[str, Any, float, float | None, str]]:
+    seg, bg, out = recipe.segmentation, recipe.background, recipe.output
+    return [
+        ("input.max_episodes", recipe.input.max_episodes, 1, None, "or null for all"),
+        ("segmentation.batch_size", seg.batch_size, 1, None, "episodes per model call"),
+        ("segmentation.model_copies", seg.model_copies, 1, None, "or null"),
+        ("background.batch_size", bg.batch_size, 1, None, "episodes per model call"),
+        ("background.model_copies", bg.model_copies, 1, None, "or null"),
+        ("output.variants_per_episode", out.variants_per_episode, 1, _MAX_VARIANTS, "variants of each episode"),
+        ("output.previews", out.previews, 0, None, "episodes per split with previews; 0 for none"),
+        ("output.preview_frames", out.preview_frames, 1, None, "frames per contact sheet"),
+        ("runner.workers", recipe.runner.workers, 0, None, "0 means every core"),
+        ("runner.progress_seconds", recipe.runner.progress_seconds, 0.1, None, "seconds between progress lines"),
+    ]
+
+
+_MAX_VARIANTS = 1023  # output keys hold the original and the variants of an episode in 1024 slots
+
+
+def _check_counts(recipe: Recipe) -> None:
+    for key, value, low, high, meaning in _count_rules(recipe):
+        if value is None:
+            continue
+        if value < low or (high is not None and value > high):
+            allowed = f">= {low}" if high is None else f"between {low} and {high}"
+            raise RecipeError(f"{key}: must be {allowed} ({meaning}), got {value}")
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")
+_VERSION = re.compile(r"\d+\.\d+\.\d+")
+
+
+def _check_output_names(output: OutputSettings) -> None:
+    """``output.name`` and ``output.version`` become folder names: no paths, TFDS's forms."""
+    if output.name is not None and not _NAME.fullmatch(output.name):
+        raise RecipeError(
+            f"output.name: {output.name!r} is not a dataset name (letters, digits and '_', starting with a letter "
+            "or digit; no '/', '.' or '..')"
+        )
+    if output.version is not None and not _VERSION.fullmatch(str(output.version)):
+        raise RecipeError(f"output.version: {output.version!r} is not a version of the form MAJOR.MINOR.PATCH, e.g. 1.0.0")
 
 
 def check_sources(recipe: Recipe, observation_features: dict, cameras: list[str]) -> None:
@@ -364,7 +446,12 @@ def _type_name(hint: Any) -> str:
 
 
 def resolve_path(path: str) -> str:
-    """Absolute local path (remote URLs such as ``gs://`` unchanged)."""
+    """Absolute local path (remote URLs such as ``gs://`` unchanged).
+
+    A relative path in a recipe (or a ``--set``) is relative to the current working
+    directory, not to the recipe file: the shipped recipes name ``data/sample/...`` and
+    ``out/...`` and are run from the repository root (``oxe-augment run configs/x.yaml``).
+    """
     if "://" in path:
         return path
     return os.path.abspath(os.path.expanduser(path))

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import filesystems
+from pipelines.report_html import write_report_html
 from pipelines.stages import EpisodeRecord
 
 
@@ -47,19 +48,33 @@ class RunReport:
             f"({self.output_episodes} output episodes)",
             f"frames {self.frames} in {self.wall_seconds:.1f} s: {self.frames_per_second:.1f} frames/s, "
             f"{self.episodes_per_second:.2f} episodes/s",
-            f"dataset: {self.output_dataset}",
+            f"dataset: {self.output_dataset or '(none: no episode was written)'}",
         ]
+        for split in self.empty_splits:
+            first = next(f for f in self.failures if f["split"] == split)
+            counts = self.splits[split]
+            lines.append(
+                f"split {split}: nothing written, all {counts['episodes_in']} episodes failed; "
+                f"first {first['key']}: {first['reason']}"
+            )
         if self.failures:
             lines.append(f"failures: {len(self.failures)} (see failures.jsonl); first: {self.failures[0]['key']}: {self.failures[0]['reason']}")
         return "\n".join(lines)
 
+    @property
+    def empty_splits(self) -> list[str]:
+        """Splits that had episodes but of which none was written."""
+        return [s for s, c in self.splits.items() if c["episodes_in"] and not c["episodes_written"]]
+
 
 def build_report(records: list[EpisodeRecord], *, recipe_name: str, recipe_sha256: str, input_dir: str,
-                 output_dataset: str, wall_seconds: float) -> RunReport:
-    """Aggregate per-episode records into the run's report."""
+                 output_dataset: str, wall_seconds: float, splits: list[str] = ()) -> RunReport:
+    """Aggregate per-episode records into the run's report (every split in ``splits`` listed)."""
     written = [r for r in records if r.status == "written"]
     failures = sorted((r for r in records if r.status == "failed"), key=lambda r: r.key)
-    splits: dict[str, dict[str, int]] = {}
+    splits: dict[str, dict[str, int]] = {
+        split: {"episodes_in": 0, "episodes_written": 0, "episodes_failed": 0} for split in splits
+    }
     for r in records:
         counts = splits.setdefault(r.split, {"episodes_in": 0, "episodes_written": 0, "episodes_failed": 0})
         counts["episodes_in"] += 1
@@ -90,12 +105,14 @@ def build_report(records: list[EpisodeRecord], *, recipe_name: str, recipe_sha25
     return report
 
 
-def write_report(report: RunReport, output_dir: str) -> None:
-    """``report.json`` and ``failures.jsonl`` (always written, empty when nothing failed)."""
+def write_report(report: RunReport, output_dir: str, recipe_yaml: str = "") -> None:
+    """``report.json``, ``failures.jsonl`` (always written, empty when nothing failed) and
+    ``report.html`` (with the previews already under ``<output_dir>/previews/``)."""
     report_json = json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True)
     filesystems.write_bytes(filesystems.join(output_dir, "report.json"), report_json.encode())
     failures = "".join(json.dumps(failure, sort_keys=True) + "\n" for failure in report.failures)
     filesystems.write_bytes(filesystems.join(output_dir, "failures.jsonl"), failures.encode())
+    write_report_html(dataclasses.asdict(report), recipe_yaml, output_dir)
 
 
 def read_records(pattern: str) -> list[EpisodeRecord]:

@@ -1,8 +1,9 @@
-"""The ``sample-data`` command: a small synthetic RLDS dataset with exact robot part masks.
+"""The ``sample-data`` command: a small synthetic RLDS dataset with exact robot and object masks.
 
-Episodes come from ``pipelines.sample_render`` (pybullet, CPU); this module writes them
-in the Open X-Embodiment layout with TFDS, adding the ground-truth label maps as
-``steps/observation/<camera>_robot_mask`` features. The result is a TFDS version folder
+Episodes come from ``segmentation.synthetic.render`` (pybullet, CPU); this module writes
+them in the Open X-Embodiment layout with TFDS, adding the ground-truth label maps as
+``steps/observation/<camera>_robot_mask`` and the task objects' as
+``steps/observation/<camera>_object_mask`` (0 none, k = object k) features. The result is a TFDS version folder
 (``dataset_info.json``, ``features.json``, tfrecord shards) that
 ``tfds.builder_from_directory`` reads. The same arguments and seed give byte-identical
 files, so the dataset can serve as a fixture for tests and demos.
@@ -25,13 +26,13 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from pipelines.rlds_io import deterministic_serialization
-from segmentation.labels import mask_feature_name
+from segmentation.labels import mask_feature_name, object_mask_feature_name
 
 if typing.TYPE_CHECKING:
-    from pipelines import sample_render
+    from segmentation.synthetic import render
 
-# pybullet prints a banner when imported, so ``sample_render`` is imported only when
-# rendering, not whenever the command line is built. These are its robots' names.
+# pybullet prints a banner when imported, so ``render`` is imported only when rendering,
+# not whenever the command line is built. These are its robots' names.
 ROBOT_NAMES = ("panda", "kuka", "xarm")
 
 DATASET_NAME = "oxe_augment_sample"
@@ -61,10 +62,10 @@ class SampleSpec:
             raise ValueError(f"need episodes >= 1, steps >= 1 and size >= 16; got {self}")
 
     @property
-    def render_config(self) -> sample_render.RenderConfig:
-        from pipelines import sample_render
+    def render_config(self) -> render.RenderConfig:
+        from segmentation.synthetic import render
 
-        return sample_render.RenderConfig(size=self.size, cameras=self.cameras, wrist=self.wrist)
+        return render.RenderConfig(size=self.size, cameras=self.cameras, wrist=self.wrist)
 
     def robot_of_episode(self, index: int) -> str:
         """Episodes cycle through the robots in the order given."""
@@ -72,8 +73,8 @@ class SampleSpec:
 
 
 def features_of(spec: SampleSpec) -> tfds.features.FeaturesDict:
-    """The dataset's TFDS feature tree (OXE style, plus one mask feature per camera)."""
-    from pipelines import sample_render
+    """The dataset's TFDS feature tree (OXE style, plus a robot and an object mask feature per camera)."""
+    from segmentation.synthetic import render
 
     size = spec.size
     observation = {}
@@ -87,15 +88,21 @@ def features_of(spec: SampleSpec) -> tfds.features.FeaturesDict:
             encoding_format="png",
             doc=f"{camera} robot label map: 0 background, 1 robot body, 2 arm, 3 gripper.",
         )
+        observation[object_mask_feature_name(camera)] = tfds.features.Image(
+            shape=(size, size, 1),
+            dtype=np.uint8,
+            encoding_format="png",
+            doc=f"{camera} task-object label map: 0 none, k = the k-th object placed on the table.",
+        )
     observation["state"] = tfds.features.Tensor(
-        shape=(sample_render.STATE_SIZE,),
+        shape=(render.STATE_SIZE,),
         dtype=np.float32,
         doc="Arm joint positions (padded with zeros to 7) and gripper opening (1 open, 0 closed).",
     )
     step = {
         "observation": tfds.features.FeaturesDict(observation),
         "action": tfds.features.Tensor(
-            shape=(sample_render.ACTION_SIZE,),
+            shape=(render.ACTION_SIZE,),
             dtype=np.float32,
             doc="End-effector delta xyz (m), delta roll/pitch/yaw (rad), gripper opening target.",
         ),
@@ -119,7 +126,7 @@ def features_of(spec: SampleSpec) -> tfds.features.FeaturesDict:
     )
 
 
-def episode_example(index: int, episode: sample_render.RenderedEpisode) -> dict:
+def episode_example(index: int, episode: render.RenderedEpisode) -> dict:
     """One rendered episode as a TFDS example (numpy values, encoded by the features)."""
     steps = []
     num_steps = len(episode.states)
@@ -128,6 +135,7 @@ def episode_example(index: int, episode: sample_render.RenderedEpisode) -> dict:
         for camera, frames in episode.frames.items():
             observation[camera] = frames[t]
             observation[mask_feature_name(camera)] = episode.label_maps[camera][t][..., None]
+            observation[object_mask_feature_name(camera)] = episode.object_maps[camera][t][..., None]
         last = t == num_steps - 1
         steps.append(
             {
@@ -147,12 +155,12 @@ def episode_example(index: int, episode: sample_render.RenderedEpisode) -> dict:
     }
 
 
-def render_sample_episode(spec: SampleSpec, index: int) -> sample_render.RenderedEpisode:
+def render_sample_episode(spec: SampleSpec, index: int) -> render.RenderedEpisode:
     """Episode ``index`` of the dataset ``spec`` describes; depends only on (seed, index)."""
-    from pipelines import sample_render
+    from segmentation.synthetic import render
 
     rng = np.random.default_rng([spec.seed, index])
-    return sample_render.render_episode(spec.robot_of_episode(index), spec.steps, spec.render_config, rng)
+    return render.render_episode(spec.robot_of_episode(index), spec.steps, spec.render_config, rng)
 
 
 class _SampleDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -160,7 +168,7 @@ class _SampleDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=T
 
     name = DATASET_NAME
     VERSION = tfds.core.Version(DATASET_VERSION)
-    RELEASE_NOTES = {DATASET_VERSION: "Synthetic pybullet robots with exact part masks."}
+    RELEASE_NOTES = {DATASET_VERSION: "Synthetic pybullet robots with exact part and task-object masks."}
 
     def __init__(self, *, spec: SampleSpec, data_dir: str):
         self._spec = spec
@@ -174,7 +182,8 @@ class _SampleDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=T
                 "oxe-augment sample data: pybullet robots "
                 f"({', '.join(spec.robots)}), {spec.episodes} episodes x {spec.steps} steps, "
                 f"{spec.size}x{spec.size} px, seed {spec.seed}. Ground-truth robot label maps "
-                "in steps/observation/<camera>_robot_mask."
+                "in steps/observation/<camera>_robot_mask, task-object label maps (0 none, k = object k) "
+                "in steps/observation/<camera>_object_mask."
             ),
             features=features_of(spec),
             # Episode i is record i, so episode keys (split/index) name the same episode
@@ -237,11 +246,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``sample-data`` subcommand."""
     parser = subparsers.add_parser(
         "sample-data",
-        help="render a small synthetic RLDS dataset (pybullet robots) with ground-truth robot masks",
+        help="render a small synthetic RLDS dataset (pybullet robots) with ground-truth robot and object masks",
         description=(
             "Render pybullet robots (Franka Panda, KUKA iiwa + WSG-50, xArm6) on a table and write "
             "an RLDS dataset with ground-truth label maps in steps/observation/<camera>_robot_mask "
-            "(0 background, 1 body, 2 arm, 3 gripper). OUT becomes the TFDS version folder. "
+            "(0 background, 1 body, 2 arm, 3 gripper) and <camera>_object_mask (0 none, k = task "
+            "object k). OUT becomes the TFDS version folder. "
             "The same arguments give byte-identical files."
         ),
     )

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -19,13 +20,14 @@ import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from augment.composite import clip_alpha, composite_clip
+from augment.plan import PlanSettings
 from augment.previews import contact_sheet, gif_bytes, mask_coverage, png_bytes
-from augment.variants import plan_camera, variant_seed
 from pipelines import filesystems
 from pipelines.episode import Episode, encode_image
-from pipelines.handlers import StageFailure, episode_protected_mask
-from pipelines.rlds_io import RawEpisode, ReadFailure, ShardSpec, decode_episode, image_decoders, provenance, read_shard
-from segmentation.labels import targets_mask
+from pipelines.handlers import StageFailure, episode_plans
+from pipelines.rlds_io import RawEpisode, ReadFailure, ShardSpec, decode_episode, image_decoders, provenance
+from pipelines.frame_check import FrameError, check_episode_images, describe_record_mismatch, image_features
+from pipelines.partition import read_part
 
 RECORDS = "records"
 log = logging.getLogger("oxe_augment")
@@ -73,7 +75,7 @@ class ReadEpisodes(beam.PTransform):
         raw = (
             pbegin
             | "Shards" >> beam.Create(self._shards)
-            | "ReadShard" >> beam.FlatMap(read_shard, max_episodes=self._max_episodes)
+            | "ReadShard" >> beam.FlatMap(read_part, max_episodes=self._max_episodes)
             # One shard holds many episodes: spread them over the workers.
             | "Spread" >> beam.Reshuffle()
         )
@@ -81,12 +83,20 @@ class ReadEpisodes(beam.PTransform):
 
 
 class _DecodeEpisode(beam.DoFn):
+    """Raw record -> ``Episode``, checked against the declared features before any work.
+
+    An episode TFDS could not load later (an image of the wrong size, empty bytes, a
+    record that disagrees with ``features.json``) fails here, with the feature, camera
+    and step named, instead of being written.
+    """
+
     def __init__(self, features, fail_fast: bool):
         self._features = features
         self._fail_fast = fail_fast
 
     def setup(self):
         self._decoders = image_decoders(self._features)
+        self._images = image_features(self._features)
 
     def process(self, item: RawEpisode | ReadFailure) -> Iterator[Any]:
         if isinstance(item, ReadFailure):
@@ -97,10 +107,17 @@ class _DecodeEpisode(beam.DoFn):
             return
         try:
             episode = decode_episode(self._features, item, self._decoders)
+            check_episode_images(episode.steps, self._images)
+        except FrameError as e:
+            if self._fail_fast:
+                raise
+            yield failed(item.key, item.split, "check", str(e), item.source)
+            return
         except Exception as e:  # noqa: BLE001 - any parse error is this episode's
             if self._fail_fast:
                 raise
-            yield failed(item.key, item.split, "read", f"cannot decode episode: {e}"[:2000])
+            reason = describe_record_mismatch(self._features, item.data) or f"{type(e).__name__}: {e}"
+            yield failed(item.key, item.split, "read", f"cannot parse episode: {reason}"[:2000], item.source)
             return
         yield episode.key, episode
 
@@ -142,20 +159,20 @@ class ComposePlan:
     """What the compose stage needs from the recipe (small and picklable)."""
 
     cameras: list[str]
-    camera_formats: dict[str, str]  # camera -> "jpeg" | "png", as the dataset stores it
-    targets: list[str]
-    seed: int
-    variants: int
+    camera_formats: dict[str, str]  # camera -> "jpeg" | "png" | "tensor", as the dataset stores it
+    plan: PlanSettings  # seeds, variants, what is kept, compositing (augment.plan)
     augments: bool
     keep_original: bool
     write_masks: bool
-    composite: Any  # augment.CompositeSettings
     previews: int
     preview_frames: int
     preview_dir: str
     source_dataset: str  # "<name>/<version>", for provenance
     recipe_sha256: str
     tool_version: str
+    # Cameras whose <camera>_object_mask the output declares (with write_masks): every
+    # written episode carries one, all zeros where the source found no objects.
+    object_cameras: tuple[str, ...] = ()
 
 
 class ComposeVariants(beam.DoFn):
@@ -193,97 +210,120 @@ class ComposeVariants(beam.DoFn):
 
     def _outputs(self, episode: Episode) -> tuple[list[tuple[str, dict]], dict[str, float]]:
         plan = self._plan
-        # Encoded once per episode, shared by every output episode.
-        masks = {
-            camera: [encode_image(labels, "png") for labels in episode.masks[camera]]
-            for camera in plan.cameras
-            if plan.write_masks and camera in episode.masks
-        }
+        masks, objects = self._encoded_masks(episode)  # once per episode, shared by every output episode
         coverage = _coverage(episode, plan.cameras)
         if not plan.augments:
             # Copy, or only add masks: one output episode, every frame its original bytes.
             if masks and episode.index < plan.previews:
                 self._write_previews(episode, {camera: [] for camera in masks})
-            return [(episode.key, episode.output_example({}, masks, self._provenance(episode, "copy")))], coverage
+            return [(episode.key, episode.output_example({}, masks, self._provenance(episode, "copy"), objects))], coverage
 
         outputs = []
         if plan.keep_original:
-            outputs.append((f"{episode.key}/original", episode.output_example({}, masks, self._provenance(episode, "original"))))
+            original = episode.output_example({}, masks, self._provenance(episode, "original"), objects)
+            outputs.append((f"{episode.key}/original", original))
+        composite = plan.plan.composite
         variant_frames: dict[str, list[np.ndarray]] = {c: [] for c in plan.cameras}
         for camera in plan.cameras:
             frames = episode.frames(camera)
-            labels = episode.masks.get(camera)
-            foreground = targets_mask(labels, plan.targets) if labels is not None else np.zeros(frames.shape[:3], bool)
-            protected = episode_protected_mask(episode, plan.composite, camera)
-            alpha = clip_alpha(foreground, plan.composite)  # shared by the variants
-            for variant in range(plan.variants):
-                seed = variant_seed(plan.seed, episode.key, variant, camera)
-                camera_plan = plan_camera(plan.composite, seed, frames.shape[1:3])
-                background = episode.backgrounds[(camera, variant)]
+            # The same plans the background stage drew its backgrounds from.
+            variants = episode_plans(episode, plan.plan, camera)
+            alpha = clip_alpha(variants[0].kept, composite)  # the kept mask is the same for every variant
+            for variant in variants:
+                background = episode.backgrounds[(camera, variant.variant)]
                 variant_frames[camera].append(
-                    composite_clip(frames, foreground, background, protected, camera_plan, plan.composite, alpha)
+                    composite_clip(frames, variant.kept, background, variant.protected, variant.camera_plan, composite, alpha)
                 )
-        for variant in range(plan.variants):
+        for variant in range(plan.plan.variants):
             frames = {
                 camera: [encode_image(frame, plan.camera_formats[camera]) for frame in variant_frames[camera][variant]]
                 for camera in plan.cameras
             }
             provenance = self._provenance(episode, f"v{variant}")
-            outputs.append((f"{episode.key}/v{variant}", episode.output_example(frames, masks, provenance)))
+            outputs.append((f"{episode.key}/v{variant}", episode.output_example(frames, masks, provenance, objects)))
         if episode.index < plan.previews:
             self._write_previews(episode, variant_frames)
         return outputs, coverage
+
+    def _encoded_masks(self, episode: Episode) -> tuple[dict[str, list[bytes]], dict[str, list[bytes]]]:
+        """PNG label maps per camera to write: the robot's, and the task objects' for ``object_cameras``."""
+        plan = self._plan
+        if not plan.write_masks:
+            return {}, {}
+        masks = {
+            camera: [encode_image(labels, "png") for labels in episode.masks[camera]]
+            for camera in plan.cameras
+            if camera in episode.masks
+        }
+        objects = {}
+        for camera in plan.object_cameras:
+            labels = episode.objects.get(camera)
+            if labels is None:
+                labels = np.zeros(episode.frames(camera).shape[:3], np.uint8)
+            objects[camera] = [encode_image(frame, "png") for frame in labels]
+        return masks, objects
 
     def _write_previews(self, episode: Episode, variant_frames: dict[str, list[np.ndarray]]) -> None:
         stem = filesystems.join(self._plan.preview_dir, episode.key.replace("/", "_"))
         for camera, variants in variant_frames.items():
             original = episode.frames(camera)
             labels = episode.masks.get(camera, np.zeros(original.shape[:3], np.uint8))
-            sheet = contact_sheet(original, labels, variants, n_frames=self._plan.preview_frames)
+            objects = episode.objects.get(camera)
+            sheet = contact_sheet(original, labels, variants, n_frames=self._plan.preview_frames, objects=objects)
             filesystems.write_bytes(f"{stem}_{camera}.png", png_bytes(sheet))
             filesystems.write_bytes(f"{stem}_{camera}.gif", gif_bytes([original, *variants]))
 
 
 def _coverage(episode: Episode, cameras: list[str]) -> dict[str, float]:
-    """Mean fraction of pixels per target over the episode's cameras."""
-    per_camera = [mask_coverage(episode.masks[c]) for c in cameras if c in episode.masks]
+    """Mean fraction of pixels per target (and of task objects, where found) over the episode's cameras."""
+    per_camera = []
+    for camera in cameras:
+        if camera not in episode.masks:
+            continue
+        coverage = mask_coverage(episode.masks[camera])
+        if camera in episode.objects:
+            coverage["objects"] = float((episode.objects[camera] > 0).mean())
+        per_camera.append(coverage)
     if not per_camera:
         return {}
-    return {target: float(np.mean([c[target] for c in per_camera])) for target in per_camera[0]}
+    keys = sorted({key for coverage in per_camera for key in coverage})
+    return {key: float(np.mean([c[key] for c in per_camera if key in c])) for key in keys}
 
 
 # ---------------------------------------------------------------------------------------
 # Progress
 
 
-class LogProgress(beam.DoFn):
-    """Logs this worker's running totals every ``every_seconds`` (records pass through).
+class ReportProgress(beam.DoFn):
+    """Publishes this worker's running totals for the launcher (records pass through).
 
-    Workers don't share counters, so each reports its own share of the split's
-    ``expected`` episodes; the closing summary gives the job's totals.
+    Workers share no memory with the launcher (other processes, other machines), so each
+    DoFn instance writes its totals as a small JSON file in ``progress_dir``, through Beam's
+    file systems, at most every ``every_seconds`` and at the end of each bundle;
+    ``pipelines.console.ProgressMonitor`` sums the files into one progress line.
     """
 
-    def __init__(self, split: str, expected: int, every_seconds: float):
+    def __init__(self, split: str, progress_dir: str, every_seconds: float):
         self._split = split
-        self._expected = expected
+        self._dir = progress_dir
         self._every = every_seconds
 
     def setup(self):
-        self._episodes = self._frames = self._failed = 0
-        self._start = self._last = None
+        self._path = filesystems.join(self._dir, f"{self._split}-{uuid.uuid4().hex}.json")
+        self._totals = {"split": self._split, "episodes": 0, "failed": 0, "frames": 0}
+        self._last = time.monotonic()
 
     def process(self, record: EpisodeRecord) -> Iterator[EpisodeRecord]:
-        now = time.monotonic()
-        if self._start is None:
-            self._start = self._last = now
-        self._episodes += 1
-        self._frames += record.frames
-        self._failed += record.status == "failed"
-        if now - self._last >= self._every or self._episodes == self._expected:
-            self._last = now
-            log.warning(
-                "progress %s [worker %d]: %d of %d episodes done here (%d failed), %d frames, %.1f frames/s",
-                self._split, os.getpid(), self._episodes, self._expected, self._failed, self._frames,
-                self._frames / max(now - self._start, 1e-3),
-            )
+        self._totals["episodes"] += 1
+        self._totals["failed"] += record.status == "failed"
+        self._totals["frames"] += record.frames
+        if time.monotonic() - self._last >= self._every:
+            self._publish()
         yield record
+
+    def finish_bundle(self):
+        self._publish()
+
+    def _publish(self) -> None:
+        self._last = time.monotonic()
+        filesystems.write_bytes(self._path, json.dumps(self._totals).encode())

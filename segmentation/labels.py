@@ -9,6 +9,10 @@ A label map is a ``uint8`` array the size of its frame:
 
 The whole robot is every label ``>= 1``. On disk a label map is a one-channel PNG
 stored as ``steps/observation/<camera>_robot_mask``.
+
+Task objects (what the robot handles: the cube, the towel) have label maps of their own,
+``uint8`` the size of the frame: ``0`` no object, ``k`` object ``k`` (1-based, in the
+order the mask source names them). On disk: ``steps/observation/<camera>_object_mask``.
 """
 
 from __future__ import annotations
@@ -24,11 +28,17 @@ GRIPPER = 3
 TARGETS = ("arm", "gripper", "robot")
 
 MASK_FEATURE_SUFFIX = "_robot_mask"
+OBJECT_MASK_SUFFIX = "_object_mask"
 
 
 def mask_feature_name(camera: str) -> str:
     """Name of the observation feature that holds ``camera``'s label maps."""
     return f"{camera}{MASK_FEATURE_SUFFIX}"
+
+
+def object_mask_feature_name(camera: str) -> str:
+    """Name of the observation feature that holds ``camera``'s task-object label maps."""
+    return f"{camera}{OBJECT_MASK_SUFFIX}"
 
 
 def target_mask(labels: np.ndarray, target: str) -> np.ndarray:

@@ -7,12 +7,19 @@
   rounded up to whole pixels.
 * J&F is their mean.
 
-Scores are computed per target (``robot``, ``arm``, ``gripper``; see
-``segmentation.labels.target_mask``) on label maps, per frame, averaged per episode,
-and overall as the mean of the per-episode means (every episode weighs the same, as
-in SA-V and DAVIS). As in SA-V, the first and last annotated frames of a clip are not
-scored by default (the first is often the prompt frame). An empty prediction of an
-empty target is a perfect frame (J = F = 1).
+Scores are computed per target (``robot``, ``arm``, ``gripper``), each target on its
+own binary mask and its own annotated frames, as SA-V's ``sav_benchmark.py`` scores
+each object folder of a video: per frame, averaged per episode, and overall as the
+mean of the per-episode means (every episode weighs the same, as in SA-V and DAVIS).
+Label maps are split into targets with ``segmentation.labels.target_mask``. As in
+SA-V, the first and last annotated frames of a target are not scored by default (the
+first is often the prompt frame), nor are the frames before the target first shows up
+in the ground truth or the prediction. An empty prediction of an empty target is a
+perfect frame (J = F = 1).
+
+RobotSeg's protocol (``from_first_present=True``) starts each target at the first
+frame where its ground truth is present (that frame is the prompt frame, then skipped
+with the last one), and a target whose ground truth is empty everywhere is not scored.
 
 No TensorFlow or Beam here: ``pipelines/evaluate.py`` reads datasets and calls these.
 """
@@ -59,7 +66,7 @@ class TargetScore:
 
 @dataclasses.dataclass(frozen=True)
 class FrameScores:
-    """Scores of one frame of one camera."""
+    """Scores of one frame of one camera: the targets scored on that frame (maybe not all)."""
 
     camera: str
     frame: int  # frame (step) index inside the clip
@@ -215,26 +222,88 @@ def score_clip(
 ) -> list[FrameScores]:
     """Per-frame scores of one camera's clip: ``pred`` and ``gt`` are ``(T, H, W)`` label maps.
 
-    ``frame_ids`` name the annotated frames (default ``0..T-1``); the first and last of
-    them are skipped when ``skip_first_last``.
+    Each target is cut out of the label maps and scored on its own (:func:`score_object`);
+    ``frame_ids`` name the annotated frames (default ``0..T-1``).
     """
     if pred.shape != gt.shape:
         raise ValueError(f"camera {camera}: prediction shape {pred.shape} != ground truth shape {gt.shape}")
+    per_target = {
+        t: score_object(target_mask(pred, t), target_mask(gt, t), frame_ids=frame_ids, skip_first_last=skip_first_last, bound_th=bound_th)
+        for t in targets
+    }
+    return frames_from_objects(camera, per_target)
+
+
+def scored_object_frames(
+    gt: np.ndarray,
+    pred: np.ndarray | None = None,
+    *,
+    skip_first_last: bool = True,
+    from_first_present: bool = False,
+) -> list[int]:
+    """Positions (into ``gt`` ``(T, H, W)``) of the frames one target is scored on.
+
+    SA-V (default): all annotated frames but the first and last; of those, the ones
+    before the target first shows up in the ground truth or in ``pred`` are not
+    scored (``sav_benchmark.py`` only starts accumulating an object once it has seen it).
+    ``from_first_present``: RobotSeg's protocol, the target's track starts at its first
+    frame with ground truth (none: nothing is scored), then SA-V drops that first
+    (prompt) frame and the last.
+    """
+    gt = np.asarray(gt, bool)
+    gt_present = gt.reshape(len(gt), -1).any(axis=1)
+    if from_first_present:
+        if not gt_present.any():
+            return []
+        start = int(np.flatnonzero(gt_present)[0])
+        return [start + i for i in scored_frame_indices(len(gt) - start, skip_first_last)]
+    seen = gt_present if pred is None else gt_present | np.asarray(pred, bool).reshape(len(gt), -1).any(axis=1)
+    frames = list(scored_frame_indices(len(gt), skip_first_last))
+    while frames and not seen[frames[0]]:
+        frames.pop(0)
+    return frames
+
+
+def score_object(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    *,
+    frame_ids: Sequence[int] | None = None,
+    skip_first_last: bool = True,
+    from_first_present: bool = False,
+    bound_th: float = BOUND_TH,
+) -> list[tuple[int, TargetScore]]:
+    """``(frame_id, score)`` per scored frame of one target's binary masks ``(T, H, W)``.
+
+    One object folder of a VRS video, scored as SA-V scores it (see
+    :func:`scored_object_frames` for which frames count).
+    """
+    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} != ground truth shape {gt.shape}")
     ids = list(range(len(gt))) if frame_ids is None else list(frame_ids)
-    targets = tuple(targets)
-    return [
-        FrameScores(camera=camera, frame=int(ids[i]), targets=score_label_maps(pred[i], gt[i], targets, bound_th))
-        for i in scored_frame_indices(len(gt), skip_first_last)
-    ]
+    frames = scored_object_frames(gt, pred, skip_first_last=skip_first_last, from_first_present=from_first_present)
+    return [(int(ids[i]), score_masks(pred[i], gt[i], bound_th)) for i in frames]
+
+
+def frames_from_objects(camera: str, per_target: Mapping[str, Sequence[tuple[int, TargetScore]]]) -> list[FrameScores]:
+    """Regroup per-target ``(frame_id, score)`` lists into :class:`FrameScores`, in frame order."""
+    by_frame: dict[int, dict[str, TargetScore]] = {}
+    for target, scores in per_target.items():
+        for frame, score in scores:
+            by_frame.setdefault(frame, {})[target] = score
+    return [FrameScores(camera=camera, frame=f, targets=by_frame[f]) for f in sorted(by_frame)]
 
 
 def episode_scores(
     key: str, pred_key: str, frames: Sequence[FrameScores], targets: Iterable[str] = TARGETS
 ) -> EpisodeScores:
-    """Collect an episode's frame scores and average each target over them."""
-    if not frames:
-        raise ValueError(f"episode {key}: no frames to score")
-    mean = {t: TargetScore.mean([f.targets[t] for f in frames]) for t in targets}
+    """Collect an episode's frame scores and average each target over the frames it was scored on."""
+    mean = {}
+    for t in targets:
+        scored = [f.targets[t] for f in frames if t in f.targets]
+        if scored:  # a target scored on no frame (absent under RobotSeg's protocol) has no mean
+            mean[t] = TargetScore.mean(scored)
     return EpisodeScores(key=key, pred_key=pred_key, frames=tuple(frames), mean=mean)
 
 
@@ -246,10 +315,14 @@ def overall_scores(
     skip_first_last: bool = True,
     targets: Iterable[str] = TARGETS,
 ) -> EvalResult:
-    """The mean of the per-episode means, per target."""
+    """The mean of the per-episode means, per target (over the episodes where it was scored)."""
     if not episodes:
         raise ValueError("no episodes were scored")
-    overall = {t: TargetScore.mean([e.mean[t] for e in episodes]) for t in targets}
+    overall = {}
+    for t in targets:
+        scored = [e.mean[t] for e in episodes if t in e.mean]
+        if scored:
+            overall[t] = TargetScore.mean(scored)
     return EvalResult(
         episodes=tuple(episodes),
         overall=overall,
@@ -257,6 +330,22 @@ def overall_scores(
         unmatched_gt=tuple(unmatched_gt),
         skip_first_last=skip_first_last,
     )
+
+
+CSV_COLUMNS = ("video", "pred_key", "setting", "target", "frames", "J", "F", "JF")
+
+
+def csv_rows(result: EvalResult, setting: str = "") -> list[dict[str, object]]:
+    """One row per scored (episode/video, target): the per-video CSV, scores in percent as SA-V prints them."""
+    rows = []
+    for episode in result.episodes:
+        for target, score in episode.mean.items():
+            frames = sum(1 for f in episode.frames if target in f.targets)
+            rows.append(
+                {"video": episode.key, "pred_key": episode.pred_key, "setting": setting, "target": target, "frames": frames,
+                 "J": 100 * score.J, "F": 100 * score.F, "JF": 100 * score.JF}
+            )
+    return rows
 
 
 def format_table(overall: Mapping[str, TargetScore]) -> str:

@@ -1,10 +1,13 @@
-"""Mask sources: where an episode's robot label maps come from.
+"""Mask sources: where an episode's robot (and task-object) label maps come from.
 
 A mask source has the shape of Beam's ``ModelHandler`` without any Beam in it:
 ``load_model()`` builds whatever is heavy (once per worker), ``segment(model, clip)``
-turns one camera's whole, ordered episode into label maps. The pipeline wraps every
-source in one generic ``ModelHandler`` (``pipelines/handlers.py``), so adding a source
-means subclassing :class:`MaskSource` and registering it; no pipeline change.
+turns one camera's whole, ordered episode into robot label maps, and
+``segment_clip(model, clip)`` into a :class:`ClipMasks`: the robot's label maps and,
+for sources that find them, the task objects' (``segmentation.labels``). The pipeline
+calls ``segment_clip`` and wraps every source in one generic ``ModelHandler``
+(``pipelines/handlers.py``), so adding a source means subclassing :class:`MaskSource`
+and registering it; no pipeline change.
 
 Recipes choose a source by name (``segmentation.source``); the rest of the
 ``segmentation`` section is validated against the source's ``Options`` dataclass.
@@ -19,7 +22,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from segmentation.labels import mask_feature_name
+from segmentation.labels import OBJECT_MASK_SUFFIX, mask_feature_name
 
 
 class SourceConfigError(ValueError):
@@ -34,13 +37,25 @@ class CameraClip:
     """One camera of one episode: every frame, in order.
 
     ``observation`` holds the episode's other per-step observation arrays (stacked over
-    steps), so sources that read stored masks or depth can find them.
+    steps), so sources that read stored masks or depth can find them. ``instruction`` is
+    the episode's language instruction ("" when the dataset has none), for sources that
+    find the objects it names.
     """
 
     episode_key: str
     camera: str
     frames: np.ndarray  # (T, H, W, 3) uint8
     observation: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    instruction: str = ""
+
+
+@dataclasses.dataclass
+class ClipMasks:
+    """What a mask source found in one camera clip."""
+
+    robot: np.ndarray  # (T, H, W) uint8 label map: 0 bg, 1 body, 2 arm, 3 gripper (segmentation/labels.py)
+    objects: np.ndarray | None = None  # (T, H, W) uint8: 0 none, k = task object k (1-based)
+    object_names: tuple[str, ...] = ()  # name of object k at index k-1 (a prompt, or "object k")
 
 
 @dataclasses.dataclass
@@ -68,9 +83,24 @@ class MaskSource(abc.ABC):
         """Build the model (weights, device). Returns an object, or ``None`` for model-free sources."""
         return None
 
+    def object_cameras(self, features: Mapping[str, Any], cameras: list[str]) -> list[str]:
+        """The cameras this source can give task-object masks for, known before any episode is read.
+
+        The pipeline declares an ``<camera>_object_mask`` output feature for each of them
+        when the recipe writes masks. Default: none (the source finds only the robot).
+        """
+        return []
+
     @abc.abstractmethod
     def segment(self, model: Any, clip: CameraClip) -> np.ndarray:
         """Label maps for every frame of ``clip``: ``(T, H, W)`` uint8, the project's convention."""
+
+    def segment_clip(self, model: Any, clip: CameraClip) -> ClipMasks:
+        """Robot and task-object masks of one clip. Default: robot only, via segment().
+
+        Sources that find both in one pass (sam3) override this.
+        """
+        return ClipMasks(robot=self.segment(model, clip))
 
 
 #: name -> source class, or "module:Class" for sources whose import is heavy (torch);
@@ -78,6 +108,7 @@ class MaskSource(abc.ABC):
 MASK_SOURCES: dict[str, type[MaskSource] | str] = {
     "robotseg": "segmentation.robotseg.source:RobotSegMaskSource",
     "sam2": "segmentation.sam2_source:Sam2MaskSource",
+    "sam3": "segmentation.sam3_source:Sam3MaskSource",
 }
 
 
@@ -99,11 +130,22 @@ def mask_source_class(name: str) -> type[MaskSource]:
     return entry
 
 
+@dataclasses.dataclass
+class DatasetMaskOptions:
+    """``segmentation:`` keys of ``source: dataset``."""
+
+    # Observation feature holding each camera's task-object label maps ({camera} is replaced).
+    # Used for the cameras whose dataset has it; null: read no objects.
+    object_feature: str | None = "{camera}" + OBJECT_MASK_SUFFIX
+
+
 @register_mask_source
 class DatasetMaskSource(MaskSource):
-    """Label maps already stored in the episode as ``<camera>_robot_mask``."""
+    """Label maps already stored in the episode: ``<camera>_robot_mask`` for the robot and,
+    where the dataset has it, ``options.object_feature`` for the task objects."""
 
     name = "dataset"
+    Options = DatasetMaskOptions
 
     def check(self, features, cameras):
         missing = [mask_feature_name(c) for c in cameras if mask_feature_name(c) not in features]
@@ -113,14 +155,53 @@ class DatasetMaskSource(MaskSource):
                 f"{', '.join('steps/observation/' + m for m in missing)}, which the input dataset lacks; "
                 f"use a model source (robotseg, sam2) or generate masks first (configs/segment_robotseg.yaml)"
             )
+        template = self.options.object_feature
+        if template is None:
+            return
+        try:
+            names = [template.format(camera=c) for c in cameras]
+        except (KeyError, IndexError, ValueError) as e:
+            raise SourceConfigError(
+                f"segmentation.object_feature {template!r}: only the placeholder {{camera}} is allowed ({e!r})"
+            ) from None
+        absent = [n for n in names if n not in features]
+        # The default names a feature that only some datasets have: without it there are no
+        # objects to keep. A name the recipe chose must exist.
+        if absent and template != DatasetMaskOptions.object_feature:
+            raise SourceConfigError(
+                f"segmentation.object_feature: the input dataset has no feature "
+                f"{', '.join('steps/observation/' + n for n in absent)}; set segmentation.object_feature "
+                f"to an existing object-mask feature, or null to read no objects"
+            )
+
+    def object_cameras(self, features, cameras):
+        template = self.options.object_feature
+        if template is None:
+            return []
+        return [c for c in cameras if template.format(camera=c) in features]
 
     def segment(self, model, clip):
-        labels = np.asarray(clip.observation[mask_feature_name(clip.camera)])
-        if labels.ndim == 4:
-            labels = labels[..., 0]
-        if labels.shape != clip.frames.shape[:3]:
-            raise ValueError(
-                f"episode {clip.episode_key}, camera {clip.camera}: mask shape {labels.shape} "
-                f"does not match frames {clip.frames.shape[:3]}"
-            )
-        return labels.astype(np.uint8)
+        return _stored_label_maps(clip, mask_feature_name(clip.camera))
+
+    def segment_clip(self, model, clip):
+        robot = self.segment(model, clip)
+        template = self.options.object_feature
+        name = template.format(camera=clip.camera) if template is not None else None
+        if name is None or name not in clip.observation:
+            return ClipMasks(robot=robot)
+        objects = _stored_label_maps(clip, name)
+        count = int(objects.max()) if objects.size else 0
+        return ClipMasks(robot=robot, objects=objects, object_names=tuple(f"object {k}" for k in range(1, count + 1)))
+
+
+def _stored_label_maps(clip: CameraClip, feature: str) -> np.ndarray:
+    """The ``(T, H, W)`` uint8 label maps of ``clip`` stored in observation ``feature``."""
+    labels = np.asarray(clip.observation[feature])
+    if labels.ndim == 4:
+        labels = labels[..., 0]
+    if labels.shape != clip.frames.shape[:3]:
+        raise ValueError(
+            f"episode {clip.episode_key}, camera {clip.camera}: {feature} has shape {labels.shape}, "
+            f"which does not match frames {clip.frames.shape[:3]}"
+        )
+    return labels.astype(np.uint8)

@@ -8,6 +8,10 @@ import pathlib
 
 import pytest
 
+# Before any test module imports TensorFlow: pipelines imports triton first, since triton
+# imported after TensorFlow segfaults (see pipelines/__init__.py).
+import pipelines  # noqa: F401,E402
+
 # albumentations asks PyPI for a newer version on import; tests never touch the network.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 

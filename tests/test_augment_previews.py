@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from augment.previews import LABEL_COLOURS, contact_sheet, mask_coverage, mask_overlay, write_gif, write_png
+from augment.previews import (
+    LABEL_COLOURS,
+    OBJECT_COLOUR,
+    contact_sheet,
+    mask_coverage,
+    mask_overlay,
+    write_gif,
+    write_png,
+)
 from segmentation.labels import ARM, BODY, GRIPPER
 
 T, H, W = 7, 40, 48
@@ -41,6 +49,32 @@ def test_contact_sheet_layout():
     # A text label was drawn on the first cell of the original row.
     assert (sheet[:15, :W] != frames[0][:15]).any()
     assert contact_sheet(frames[:2], labels[:2], [], n_frames=4).shape == (2 * H, 2 * W, 3)
+
+
+def test_objects_get_their_own_overlay_colour_and_the_robot_wins_where_both_are_set():
+    frames, labels = clip_and_labels()
+    objects = np.zeros((T, H, W), np.uint8)
+    objects[:, 25:35, 30:40] = 1
+    objects[:, 5:12, 40:46] = 2  # overlaps the robot body (rows < 10) and the background
+    black = np.zeros((H, W, 3), np.uint8)
+    overlay = mask_overlay(black, labels[0], objects=objects[0])
+    only_object = (objects[0] > 0) & (labels[0] == 0)
+    assert only_object.sum() == 10 * 10 + 2 * 6
+    np.testing.assert_array_equal(overlay[only_object], np.broadcast_to(np.rint(np.array(OBJECT_COLOUR) * 0.5), (only_object.sum(), 3)))
+    body_and_object = (objects[0] > 0) & (labels[0] == BODY)
+    np.testing.assert_array_equal(overlay[body_and_object][0], np.rint(np.array(LABEL_COLOURS[BODY]) * 0.5))
+    assert OBJECT_COLOUR not in LABEL_COLOURS.values()
+    # In a contact sheet, the masks row shows the objects; without objects it does not.
+    with_objects = contact_sheet(frames, labels, [frames], n_frames=4, objects=objects)
+    without = contact_sheet(frames, labels, [frames], n_frames=4)
+    masks_row = slice(H, 2 * H)
+    differs = (with_objects[masks_row] != without[masks_row]).any(axis=-1)
+    cells = np.concatenate([only_object] * 4, axis=1)
+    below_label = slice(20, H)  # the row's text label sits in its first cell's top rows
+    assert differs[below_label][cells[below_label]].all()
+    assert not differs[below_label][~cells[below_label]].any()
+    with pytest.raises(ValueError, match="objects"):
+        contact_sheet(frames, labels, [], objects=objects[:, :-1])
 
 
 def test_contact_sheet_rejects_mismatched_variants():

@@ -87,7 +87,7 @@ def test_robot_everywhere_falls_back_to_the_plain_median():
 
 
 def test_shape_mismatch_is_an_error():
-    with pytest.raises(ValueError, match="robot"):
+    with pytest.raises(ValueError, match="foreground"):
         clean_plate(np.zeros((3, 6, 8, 3), np.uint8), np.zeros((3, 6, 7), bool))
 
 
@@ -116,3 +116,27 @@ def test_source_returns_the_plate_for_every_seed():
 def test_check_names_the_key(options, key):
     with pytest.raises(BackgroundConfigError, match=key):
         CleanPlateBackground(options).check()
+
+
+def test_a_kept_object_never_reaches_the_plate():
+    """A kept task object is in the request's foreground: hidden like the robot, so the plate
+    shows the scene where it stands (it is composited back on top), not a copy of it."""
+    scene, frames, robot = occluded_episode()
+    frames = frames.copy()
+    cube = np.zeros((HEIGHT, WIDTH), bool)
+    cube[14:20, 6:12] = True  # seen by the camera in every frame at some point of the sweep
+    frames[:, cube] = (20, 230, 20)  # a green cube that never moves
+    source = CleanPlateBackground()
+    model = source.load_model()
+    ones = np.ones((HEIGHT, WIDTH), bool)
+
+    as_scene = source.generate(model, BackgroundRequest("episode_0", "image_0", 0, 0, frames, robot, ones))
+    kept = robot | cube[None]
+    as_kept = source.generate(model, BackgroundRequest("episode_0", "image_0", 0, 0, frames, kept, ones))
+
+    # Not kept, the cube is part of the scene: the plate shows it exactly.
+    np.testing.assert_array_equal(as_scene[cube], frames[0][cube])
+    # Kept, it is inpainted away: close to the smooth scene under it, nowhere near green.
+    green = np.array([20, 230, 20])
+    assert np.abs(as_kept[cube].astype(int) - green).sum(axis=-1).min() > 100
+    assert np.abs(as_kept[cube].astype(int) - scene[cube].astype(int)).mean() < 15

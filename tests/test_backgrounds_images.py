@@ -20,7 +20,7 @@ def make_request(seed, height=24, width=40):
         variant=0,
         seed=seed,
         frames=np.zeros((2, height, width, 3), np.uint8),
-        robot=np.zeros((2, height, width), bool),
+        foreground=np.zeros((2, height, width), bool),
         replace=np.ones((height, width), bool),
     )
 

@@ -21,7 +21,7 @@ def make_request(seed, height=24, width=40, steps=2):
         variant=0,
         seed=seed,
         frames=np.zeros((steps, height, width, 3), np.uint8),
-        robot=np.zeros((steps, height, width), bool),
+        foreground=np.zeros((steps, height, width), bool),
         replace=np.ones((height, width), bool),
     )
 

@@ -106,12 +106,18 @@ def test_one_split_by_override(bridge_dir, tmp_path):
 
 
 def test_shards_without_of_n_suffix_are_read(bridge_dir, tmp_path):
+    """Shard names come from dataset_info.json's filepathTemplate, here one without a shard number."""
     source = tmp_path / "in" / "1.0.0"
     source.mkdir(parents=True)
-    for name in ("dataset_info.json", "features.json"):
-        shutil.copy(bridge_dir / name, source / name)
+    shutil.copy(bridge_dir / "features.json", source / "features.json")
+    info = json.loads((bridge_dir / "dataset_info.json").read_text())
+    for split in info["splits"]:
+        split["filepathTemplate"] = "{DATASET}-{SPLIT}.{FILEFORMAT}"
+    (source / "dataset_info.json").write_text(json.dumps(info))
     shutil.copy(bridge_dir / "bridge_dataset-val.tfrecord-00000-of-00001", source / "bridge_dataset-val.tfrecord")
     shutil.copy(bridge_dir / "bridge_dataset-train.tfrecord-00000-of-00001", source / "bridge_dataset-train.tfrecord")
+    # TFDS itself reads this layout.
+    assert len(list(tfds.builder_from_directory(str(source)).as_dataset(split="val").take(2))) == 2
     out = tmp_path / "out"
     status = run_cli("run", "configs/copy.yaml", "--set", f"input.dir={source}", "--set", f"output.dir={out}",
                      "--set", "input.max_episodes=2", *IN_PROCESS)

@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 from pipelines import evaluate
 from pipelines.sample_data import write_sample_dataset
-from segmentation.labels import ARM, BODY, GRIPPER, TARGETS, mask_feature_name, target_mask
+from segmentation.labels import ARM, TARGETS, mask_feature_name, target_mask
 from tests.conftest import BRIDGE, run_cli
 
 CAMERAS = ("image_0", "image_1")
@@ -51,9 +51,16 @@ def write_vrs_video(root: pathlib.Path, video: str, label_maps: np.ndarray, fram
 def expected_score_of_empty_prediction(clips: list[np.ndarray], target: str) -> float:
     """Empty prediction: a frame scores 1 where the target is absent, 0 where present.
 
-    Mean over clips (each clip is one episode here) of the mean over frames 1..T-2.
+    Per clip (each clip is one episode here), frames 1..T-2 from the first one that shows
+    the target (SA-V starts an object when it first appears); mean over the clips that
+    show it there.
     """
-    per_clip = [np.mean([0.0 if target_mask(m, target).any() else 1.0 for m in clip[1:-1]]) for clip in clips]
+    per_clip = []
+    for clip in clips:
+        present = [bool(target_mask(m, target).any()) for m in clip[1:-1]]
+        if any(present):
+            present = present[present.index(True) :]
+            per_clip.append(np.mean([0.0 if p else 1.0 for p in present]))
     return float(np.mean(per_clip))
 
 
@@ -91,32 +98,57 @@ def test_all_background_prediction_scores_zero_where_gt_has_the_target(gt_dir, g
     assert result.overall["arm"].JF == 0.0
 
 
-def test_read_vrs_video_builds_label_map_with_gripper_over_arm_over_body(tmp_path):
-    video = tmp_path / "VRS" / "test" / "mask_gt" / "vid_a"
-    robot = np.zeros((20, 30), np.uint8)
-    robot[2:18, 2:28] = 255
+def write_vrs_objects(root: pathlib.Path, video: str, objects: dict[str, np.ndarray], frame_ids) -> None:
+    """Write per-object binary masks (T, H, W) as mask_gt/<video>/<000|001|002>/<frame:05d>.png."""
+    for target, masks in objects.items():
+        directory = root / "mask_gt" / video / evaluate.VRS_OBJECT_DIRS[target]
+        directory.mkdir(parents=True, exist_ok=True)
+        for frame, mask in zip(frame_ids, masks):
+            cv2.imwrite(str(directory / f"{frame:05d}.png"), mask.astype(np.uint8) * 255)
+
+
+def overlapping_objects(frames: int = 4) -> dict[str, np.ndarray]:
+    robot = np.zeros((frames, 20, 30), bool)
+    robot[:, 2:18, 2:28] = True
     arm = np.zeros_like(robot)
-    arm[5:15, 5:20] = 255
+    arm[:, 5:15, 5:20] = True
     gripper = np.zeros_like(robot)
-    gripper[8:12, 15:25] = 255  # overlaps the arm at columns 15..19
-    for folder, mask in (("000", arm), ("001", gripper), ("002", robot)):
-        (video / folder).mkdir(parents=True)
-        for frame in (3, 7):
-            cv2.imwrite(str(video / folder / f"{frame:05d}.png"), mask)
-    clip = evaluate.read_vrs_video(video)
+    gripper[:, 8:12, 15:25] = True  # overlaps the arm at rows 8..11, columns 15..19
+    return {"arm": arm, "gripper": gripper, "robot": robot}
+
+
+def test_read_vrs_video_keeps_each_object_folder_as_its_own_mask(tmp_path):
+    objects = overlapping_objects(2)
+    write_vrs_objects(tmp_path / "VRS" / "test", "vid_a", objects, frame_ids=(3, 7))
+    clip = evaluate.read_vrs_video(tmp_path / "VRS" / "test" / "mask_gt" / "vid_a")
     assert clip.frame_ids == (3, 7)
-    labels = clip.labels[0]
-    assert labels[0, 0] == 0
-    assert labels[3, 3] == BODY
-    assert labels[6, 6] == ARM
-    assert labels[10, 17] == GRIPPER  # in both arm and gripper: gripper wins
-    assert (labels == GRIPPER).sum() == 4 * 10
+    for target, masks in objects.items():
+        assert clip.objects[target].frame_ids == (3, 7)
+        np.testing.assert_array_equal(clip.objects[target].masks, masks)  # the overlap stays in both arm and gripper
 
     dataset = evaluate.open_mask_dataset(tmp_path / "VRS" / "test", "train")
     assert dataset.kind == "vrs" and dataset.path.name == "mask_gt"
     result = evaluate.evaluate(dataset, dataset)
     assert [e.key for e in result.episodes] == ["vid_a"]
     assert all(result.overall[t].JF == 1.0 for t in TARGETS)
+
+
+def test_overlapping_arm_and_gripper_are_scored_separately(tmp_path):
+    # The prediction misses the arm where the gripper covers it. Merged into one label
+    # map (gripper over arm), both sides lose that region and arm scored J = 1; per
+    # object it is J = (arm - overlap) / arm on every scored frame.
+    gt = overlapping_objects(4)
+    pred = {t: m.copy() for t, m in gt.items()}
+    pred["arm"][:, 8:12, 15:20] = False
+    write_vrs_objects(tmp_path / "gt", "v", gt, range(4))
+    write_vrs_objects(tmp_path / "pred", "v", pred, range(4))
+    result = evaluate.evaluate(
+        evaluate.open_mask_dataset(tmp_path / "pred", "train"), evaluate.open_mask_dataset(tmp_path / "gt", "train")
+    )
+    arm_pixels, overlap = 10 * 15, 4 * 5
+    assert result.overall["arm"].J == pytest.approx((arm_pixels - overlap) / arm_pixels)
+    assert result.overall["arm"].F < 1.0
+    assert result.overall["gripper"].JF == 1.0 and result.overall["robot"].JF == 1.0
 
 
 def test_vrs_prediction_missing_an_annotated_frame_is_an_error(tmp_path):

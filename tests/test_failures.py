@@ -49,7 +49,7 @@ def test_truncated_shard_keeps_intact_episodes_and_names_lost_ones(bridge_dir, t
     assert builder.info.splits["val"].num_examples == 25
 
 
-def test_corrupt_record_bytes_fail_that_shard_tail_only(bridge_dir, tmp_path):
+def test_a_corrupt_record_fails_that_episode_only(bridge_dir, tmp_path):
     source = tmp_path / "bridge_dataset" / "1.0.0"
     shutil.copytree(bridge_dir, source)
     val = source / "bridge_dataset-val.tfrecord-00000-of-00001"
@@ -63,6 +63,9 @@ def test_corrupt_record_bytes_fail_that_shard_tail_only(bridge_dir, tmp_path):
                      "--set", "input.splits=[val]", *IN_PROCESS)
     assert status == 1
     report = read_report(out)
-    assert (report["episodes_in"], report["episodes_written"], report["episodes_failed"]) == (25, 20, 5)
-    assert read_failures(out)[0]["key"] == "val/000020"
-    assert "damaged record" in read_failures(out)[0]["reason"]
+    # Reading resynchronises at episode 21: only the damaged episode is lost.
+    assert (report["episodes_in"], report["episodes_written"], report["episodes_failed"]) == (25, 24, 1)
+    (failure,) = read_failures(out)
+    assert failure["key"] == "val/000020"
+    assert f"damaged bytes {offsets[20]}-{offsets[21]}" in failure["reason"]
+    assert "record data fails its checksum" in failure["reason"]

@@ -145,3 +145,61 @@ def test_table_lists_every_target():
     table = metrics.format_table({"robot": metrics.TargetScore.of(0.5, 1.0)})
     assert "J&F" in table.splitlines()[0]
     assert table.splitlines()[1].split() == ["robot", "50.0", "100.0", "75.0"]
+
+
+def gripper_video() -> tuple[np.ndarray, np.ndarray]:
+    """Six 20 x 20 frames: the gripper's ground truth appears on frame 2 (a 4 x 4 square).
+
+    The prediction is exact on frames 2 and 3 and far off (disjoint) on frame 4; frame 5
+    (last) is never scored, frames 0-1 are empty on both sides.
+    """
+    gt = np.zeros((6, 20, 20), bool)
+    gt[2:, 5:9, 5:9] = True
+    pred = gt.copy()
+    pred[4] = False
+    pred[4, 14:18, 14:18] = True
+    return pred, gt
+
+
+def test_object_scores_by_hand_sav_and_robotseg_protocols():
+    pred, gt = gripper_video()
+    # SA-V: frames 1..4 (first and last dropped), then the object starts where it is
+    # first seen (frame 2): frames 2, 3 exact (J = F = 1), frame 4 disjoint (J = F = 0).
+    sav = metrics.score_object(pred, gt)
+    assert [f for f, _ in sav] == [2, 3, 4]
+    assert [s.J for _, s in sav] == [1.0, 1.0, 0.0]
+    assert [s.F for _, s in sav] == [1.0, 1.0, 0.0]
+    # RobotSeg: the track starts at the first frame with ground truth (2, the prompt
+    # frame), then drops its first and last: frames 3 and 4, J&F = (1 + 0) / 2.
+    robotseg = metrics.score_object(pred, gt, from_first_present=True)
+    assert [f for f, _ in robotseg] == [3, 4]
+    mean = metrics.TargetScore.mean([s for _, s in robotseg])
+    assert (mean.J, mean.F, mean.JF) == (0.5, 0.5, 0.5)
+    # Frame ids name annotated frames (VRS file numbers).
+    assert [f for f, _ in metrics.score_object(pred, gt, frame_ids=range(10, 16), from_first_present=True)] == [13, 14]
+
+
+def test_target_without_ground_truth_is_not_scored_under_robotseg_protocol():
+    empty = np.zeros((5, 8, 8), bool)
+    assert metrics.score_object(empty, empty, from_first_present=True) == []
+    assert metrics.score_object(empty, empty) == []  # SA-V: never seen on either side
+    hallucinated = empty.copy()
+    hallucinated[2, 1:3, 1:3] = True
+    assert [s.J for _, s in metrics.score_object(hallucinated, empty)] == [0.0, 1.0]
+
+
+def test_frames_regroup_and_targets_average_over_their_own_frames():
+    pred, gt = gripper_video()
+    robot = np.ones_like(gt)
+    frames = metrics.frames_from_objects(
+        "video", {"gripper": metrics.score_object(pred, gt, from_first_present=True), "robot": metrics.score_object(robot, robot)}
+    )
+    assert [(f.frame, sorted(f.targets)) for f in frames] == [
+        (1, ["robot"]), (2, ["robot"]), (3, ["gripper", "robot"]), (4, ["gripper", "robot"])
+    ]
+    episode = metrics.episode_scores("v", "v", frames)
+    assert episode.mean["gripper"].JF == 0.5 and episode.mean["robot"].JF == 1.0
+    assert "arm" not in episode.mean
+    result = metrics.overall_scores([episode])
+    rows = metrics.csv_rows(result, "AU")
+    assert [(r["target"], r["frames"], r["JF"]) for r in rows] == [("gripper", 2, 50.0), ("robot", 4, 100.0)]

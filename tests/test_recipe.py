@@ -131,7 +131,7 @@ def test_mix_children_are_validated_with_their_key_paths(sources, message):
 
 
 def test_mix_children_become_typed_specs():
-    raw = {"input": {"dir": "in"}, "output": {"dir": "out"},
+    raw = {"input": {"dir": "in"}, "output": {"dir": "out"}, "segmentation": {"source": "dataset"},
            "background": {"source": "mix", "sources": [{"source": "procedural", "weight": 2, "kinds": ["solid"]}]}}
     (child,) = recipe_from_dict(raw).background.options.sources
     assert (child.source, child.weight, child.options.kinds) == ("procedural", 2.0, ["solid"])

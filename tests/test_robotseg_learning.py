@@ -1,6 +1,6 @@
 """RobotSeg learns: the tiny model, trained for a few CPU minutes on rendered clips, segments them in video mode.
 
-The clips are pybullet renders of the project's sample robots (``pipelines.sample_render``:
+The clips are pybullet renders of the project's sample robots (``segmentation.synthetic.render``:
 Panda, KUKA, xArm on a table, exact label maps); without pybullet, OpenCV-drawn robots
 (``segmentation.robotseg.synthetic``). Slow (2-4 minutes on two cores): ``pytest -m slow``.
 """
@@ -24,7 +24,7 @@ MAX_STEPS, EVAL_EVERY, TARGET_IOU = 600, 100, 0.8
 def training_clips() -> list[SyntheticClip]:
     """Frames and label maps of ``CLIPS`` short clips, one camera each."""
     try:
-        from pipelines.sample_render import RenderConfig, render_episode
+        from segmentation.synthetic.render import RenderConfig, render_episode
     except ImportError:
         return [render_synthetic_clip(FRAMES, SIZE, seed=s) for s in range(CLIPS)]
     robots = ("panda", "kuka", "xarm")

@@ -13,8 +13,9 @@ import pybullet_data
 import pytest
 import tensorflow_datasets as tfds
 
-from pipelines import sample_data, sample_render
-from segmentation.labels import ARM, BACKGROUND, BODY, GRIPPER, mask_feature_name
+from pipelines import sample_data
+from segmentation.synthetic import render
+from segmentation.labels import ARM, BACKGROUND, BODY, GRIPPER, mask_feature_name, object_mask_feature_name
 from tests.conftest import run_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -57,8 +58,9 @@ def test_schema(dataset_dir):
     for camera in ("image_0", "image_1"):
         assert observation[camera].shape == (128, 128, 3)
         assert observation[camera].encoding_format == "jpeg"
-        mask = observation[mask_feature_name(camera)]
-        assert mask.shape == (128, 128, 1) and mask.encoding_format == "png"
+        for name in (mask_feature_name(camera), object_mask_feature_name(camera)):
+            mask = observation[name]
+            assert mask.shape == (128, 128, 1) and mask.encoding_format == "png", name
     assert "image_wrist" not in observation
     assert observation["state"].shape == (8,)
     assert builder.info.features["steps"]["action"].shape == (7,)
@@ -84,7 +86,7 @@ def test_states_stay_within_joint_limits(episodes):
     try:
         pybullet.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=client)
         for episode in episodes:
-            model = sample_render.ROBOTS[episode["metadata"]["robot"].decode()]
+            model = render.ROBOTS[episode["metadata"]["robot"].decode()]
             if model.asset.endswith(".sdf"):
                 (body,) = pybullet.loadSDF(model.asset, physicsClientId=client)
             else:
@@ -113,15 +115,49 @@ def test_label_maps_show_arm_and_gripper_in_most_frames(episodes):
             assert 0.01 < robot_fraction < 0.6
 
 
-def test_stored_masks_equal_the_rendered_ones(episodes):
+def test_stored_masks_equal_the_rendered_ones(episodes, rendered):
     # PNG is lossless: what the dataset holds must be exactly what the renderer produced.
-    spec = sample_data.SampleSpec(episodes=3, steps=8, size=128)
-    rendered = sample_data.render_sample_episode(spec, 1)
+    rendered = rendered[1]
     for camera in ("image_0", "image_1"):
         stored = np.stack([s["observation"][mask_feature_name(camera)][..., 0] for s in episodes[1]["steps"]])
         np.testing.assert_array_equal(stored, rendered.label_maps[camera])
         frames = np.stack([s["observation"][camera] for s in episodes[1]["steps"]]).astype(int)
         assert np.abs(frames - rendered.frames[camera]).mean() < 6  # jpeg
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list:
+    """The dataset's episodes as the renderer makes them (same spec as ACCEPTANCE_ARGS)."""
+    spec = sample_data.SampleSpec(episodes=3, steps=8, size=128)
+    return [sample_data.render_sample_episode(spec, index) for index in range(3)]
+
+
+def test_stored_object_masks_equal_the_rendered_ones(episodes, rendered):
+    for index in range(3):
+        for camera in ("image_0", "image_1"):
+            stored = np.stack([s["observation"][object_mask_feature_name(camera)][..., 0] for s in episodes[index]["steps"]])
+            np.testing.assert_array_equal(stored, rendered[index].object_maps[camera])
+
+
+def test_object_masks_label_each_placed_object_and_never_the_robot(episodes, rendered):
+    for index, episode in enumerate(episodes):
+        names = rendered[index].object_names
+        assert 2 <= len(names) <= 4
+        # The instruction names one of the objects on the table.
+        instruction = episode["steps"][0]["language_instruction"].decode()
+        assert instruction.split(" the ")[-1] in names, (instruction, names)
+        seen = set()
+        for camera in ("image_0", "image_1"):
+            objects = rendered[index].object_maps[camera]
+            robot = rendered[index].label_maps[camera]
+            assert objects.max() <= len(names)
+            assert not ((objects > 0) & (robot > 0)).any()  # one body per pixel
+            seen |= set(np.unique(objects[objects > 0]).tolist())
+            # Objects are small: some pixels, far from the whole frame.
+            assert 0 < (objects > 0).mean() < 0.2, (index, camera)
+        # Most placed objects are seen by at least one camera (one may be hidden by the robot
+        # or fall outside both views).
+        assert len(seen) >= len(names) - 1, (index, seen, names)
 
 
 def test_same_seed_gives_byte_identical_files_across_processes(dataset_dir, tmp_path):
@@ -140,27 +176,27 @@ def test_same_seed_gives_byte_identical_files_across_processes(dataset_dir, tmp_
 
 
 def test_seed_changes_the_scene():
-    config = sample_render.RenderConfig(size=48, cameras=1)
-    first = sample_render.render_episode("kuka", 2, config, np.random.default_rng([0, 0]))
-    again = sample_render.render_episode("kuka", 2, config, np.random.default_rng([0, 0]))
-    other = sample_render.render_episode("kuka", 2, config, np.random.default_rng([1, 0]))
+    config = render.RenderConfig(size=48, cameras=1)
+    first = render.render_episode("kuka", 2, config, np.random.default_rng([0, 0]))
+    again = render.render_episode("kuka", 2, config, np.random.default_rng([0, 0]))
+    other = render.render_episode("kuka", 2, config, np.random.default_rng([1, 0]))
     np.testing.assert_array_equal(first.frames["image_0"], again.frames["image_0"])
     assert not np.array_equal(first.frames["image_0"], other.frames["image_0"])
 
 
-@pytest.mark.parametrize("robot", sorted(sample_render.ROBOTS))
+@pytest.mark.parametrize("robot", sorted(render.ROBOTS))
 def test_wrist_camera_sees_the_gripper(robot):
-    config = sample_render.RenderConfig(size=48, cameras=1, wrist=True)
-    episode = sample_render.render_episode(robot, 3, config, np.random.default_rng([0, 7]))
+    config = render.RenderConfig(size=48, cameras=1, wrist=True)
+    episode = render.render_episode(robot, 3, config, np.random.default_rng([0, 7]))
     assert set(episode.frames) == {"image_0", "image_wrist"}
     wrist = episode.label_maps["image_wrist"]
     assert np.all((wrist == GRIPPER).sum(axis=(1, 2)) > 10)
 
 
-@pytest.mark.parametrize("robot", sorted(sample_render.ROBOTS))
+@pytest.mark.parametrize("robot", sorted(render.ROBOTS))
 def test_link_table_matches_link_names(robot):
     # Check the hand-written table against the asset's own link names.
-    model = sample_render.ROBOTS[robot]
+    model = render.ROBOTS[robot]
     client = pybullet.connect(pybullet.DIRECT)
     try:
         pybullet.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=client)
@@ -195,6 +231,4 @@ def test_rejects_unknown_robot(tmp_path, capsys):
 
 
 def test_robot_names_match_the_renderer():
-    from pipelines import sample_data, sample_render
-
-    assert tuple(sample_render.ROBOTS) == sample_data.ROBOT_NAMES
+    assert tuple(render.ROBOTS) == sample_data.ROBOT_NAMES

@@ -162,6 +162,52 @@ class RobotSegTracker:
 
 
 @torch.inference_mode()
+def iter_logits(
+    tracker: FrameTracker,
+    frames: np.ndarray,
+    visits: Sequence[Visit],
+    tracks: Sequence[Track],
+    states: Sequence[Any],
+    options: InferenceOptions,
+    device: torch.device,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """The engine: run ``visits`` for ``tracks`` (with their tracking ``states``), yield ``(frame, track index, logits)``.
+
+    Frames are encoded ``chunk_size`` visits at a time, each track's step runs on the
+    shared features; logits are the model's ``(1, 1, h, w)``. ``states`` carry the memory
+    banks, so a caller may run a clip's visits in several calls (the video predictor's
+    forward, then backward, propagation) and get what one call would.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    h, w = frames.shape[1:3]
+    chunk_size = max(1, options.chunk_size)
+    for begin in range(0, len(visits), chunk_size):
+        chunk = visits[begin : begin + chunk_size]
+        indices = [v.frame for v in chunk]
+        if options.compile and len(indices) < chunk_size:  # one shape for the compiled encoder
+            indices += [indices[-1]] * (chunk_size - len(indices))
+        with _autocast(device, options):
+            features = tracker.encode(preprocess(frames[indices], tracker.image_size, device))
+        for visit, frame_features in zip(chunk, features):
+            for index, (track, state) in enumerate(zip(tracks, states)):
+                prompt = track.prompts.get(visit.frame) if visit.kind == "cond" else None
+                points = point_prompt(prompt, (h, w), tracker.image_size, device) if prompt is not None else None
+                with _autocast(device, options):
+                    logits = tracker.step(state, visit.frame, frame_features, points, visit.kind)
+                yield visit.frame, index, logits
+        del features
+
+
+def group_by_cond_frames(tracks: Sequence[Track]) -> dict[tuple[int, ...], list[Track]]:
+    """Tracks that share their conditioning frames share one schedule (and one image-encoder pass)."""
+    groups: dict[tuple[int, ...], list[Track]] = {}
+    for track in tracks:
+        groups.setdefault(tuple(sorted(track.prompts)), []).append(track)
+    return groups
+
+
+@torch.inference_mode()
 def iter_masks(
     tracker: FrameTracker,
     frames: np.ndarray,
@@ -172,32 +218,15 @@ def iter_masks(
     """Yield ``(frame, target, mask (H, W) bool)`` for every frame of every track, in visiting order."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-    num_frames, h, w = frames.shape[:3]
+    num_frames = frames.shape[0]
     if num_frames == 0:
         return
-    groups: dict[tuple[int, ...], list[Track]] = {}
-    for track in tracks:
-        groups.setdefault(tuple(sorted(track.prompts)), []).append(track)
-    chunk_size = max(1, options.chunk_size)
-    for cond_frames, group in groups.items():
+    for cond_frames, group in group_by_cond_frames(tracks).items():
         visits = schedule(cond_frames, num_frames)
         with _autocast(device, options):
             states = [tracker.start(track.target, num_frames, cond_frames[0]) for track in group]
-        for begin in range(0, len(visits), chunk_size):
-            chunk = visits[begin : begin + chunk_size]
-            indices = [v.frame for v in chunk]
-            if options.compile and len(indices) < chunk_size:  # one shape for the compiled encoder
-                indices += [indices[-1]] * (chunk_size - len(indices))
-            with _autocast(device, options):
-                features = tracker.encode(preprocess(frames[indices], tracker.image_size, device))
-            for visit, frame_features in zip(chunk, features):
-                for track, state in zip(group, states):
-                    prompt = track.prompts.get(visit.frame) if visit.kind == "cond" else None
-                    points = point_prompt(prompt, (h, w), tracker.image_size, device) if prompt is not None else None
-                    with _autocast(device, options):
-                        logits = tracker.step(state, visit.frame, frame_features, points, visit.kind)
-                    yield visit.frame, track.target, _to_mask(logits, frames[visit.frame], options)
-            del features
+        for frame, index, logits in iter_logits(tracker, frames, visits, group, states, options, device):
+            yield frame, group[index].target, _to_mask(logits, frames[frame], options)
 
 
 def _to_mask(logits: torch.Tensor, frame: np.ndarray, options: InferenceOptions) -> np.ndarray:

@@ -1,12 +1,13 @@
-"""Synthetic robot episodes rendered with pybullet on the CPU, with exact part masks.
+"""Synthetic robot episodes rendered with pybullet on the CPU, with exact part and object masks.
 
-A scene is a table with a few small objects and one robot arm (Franka Panda, KUKA iiwa
+A scene is a table with a few small task objects and one robot arm (Franka Panda, KUKA iiwa
 with a WSG-50 gripper, or xArm6 with its gripper). The arm follows a smooth trajectory
 through random end-effector waypoints above the table (solved with pybullet's inverse
 kinematics, so the gripper stays in the workspace the cameras look at) while the
 gripper opens and closes. Every frame is rendered by pybullet's software renderer
 together with a per-pixel (object, link) id image, which becomes the project's label
-map (``segmentation.labels``) through the link table :data:`ROBOTS`.
+map (``segmentation.labels``) through the link table :data:`ROBOTS`, and the task
+objects' label map (0 none, k = the k-th object placed on the table).
 
 This module holds only the simulation and the rendering; ``pipelines/sample_data.py``
 writes the episodes as an RLDS dataset. Everything random is drawn from a
@@ -153,6 +154,8 @@ class RenderedEpisode:
     instruction: str
     frames: dict[str, np.ndarray]  # camera -> (T, H, W, 3) uint8
     label_maps: dict[str, np.ndarray]  # camera -> (T, H, W) uint8, segmentation.labels
+    object_maps: dict[str, np.ndarray]  # camera -> (T, H, W) uint8: 0 none, k = object k
+    object_names: tuple[str, ...]  # object k's name at index k-1 ("cube", "duck"...)
     states: np.ndarray  # (T, STATE_SIZE) float32
     actions: np.ndarray  # (T, ACTION_SIZE) float32
 
@@ -169,11 +172,14 @@ class _Lighting:
     color: tuple[float, float, float]
 
 
+# (pybullet_data asset, name, scale). Scaled to 10-13 cm, the size of the things tabletop
+# datasets manipulate, so that a task object spans enough pixels at sample sizes (64-128 px)
+# to be kept, measured and seen in previews.
 _OBJECT_ASSETS = (
-    ("cube_small.urdf", "cube", 1.0),
-    ("lego/lego.urdf", "lego brick", 1.0),
-    ("duck_vhacd.urdf", "duck", 0.7),
-    ("sphere_small.urdf", "ball", 1.0),
+    ("cube_small.urdf", "cube", 2.2),
+    ("lego/lego.urdf", "lego brick", 3.2),
+    ("duck_vhacd.urdf", "duck", 1.4),
+    ("sphere_small.urdf", "ball", 1.8),
 )
 
 # The box the finger tips move in (metres, robot base at the origin, table top at z = 0)
@@ -207,7 +213,8 @@ def render_episode(robot: str, steps: int, config: RenderConfig, rng: np.random.
 def _simulate(client: int, model: RobotModel, steps: int, config: RenderConfig, rng: np.random.Generator) -> RenderedEpisode:
     pybullet.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=client)
     robot_id = _load_robot(client, model)
-    instruction = _build_scene(client, rng)
+    instruction, objects = _build_scene(client, rng)
+    object_ids = np.array([body for body, _ in objects], np.int64)
     cameras = [_third_person_camera(rng, index) for index in range(config.cameras)]
     lighting = _random_lighting(rng)
     arm_path, gripper_path = _trajectory(client, robot_id, model, steps, rng)
@@ -216,6 +223,7 @@ def _simulate(client: int, model: RobotModel, steps: int, config: RenderConfig, 
     names = config.camera_names()
     frames = {name: np.empty((steps, config.size, config.size, 3), np.uint8) for name in names}
     label_maps = {name: np.empty((steps, config.size, config.size), np.uint8) for name in names}
+    object_maps = {name: np.empty((steps, config.size, config.size), np.uint8) for name in names}
     ee_poses = np.empty((steps, 6), np.float64)
     for t in range(steps):
         _set_pose(client, robot_id, model, arm_path[t], gripper_path[t])
@@ -227,6 +235,7 @@ def _simulate(client: int, model: RobotModel, steps: int, config: RenderConfig, 
             rgb, seg = _render(client, camera, lighting, config.size)
             frames[name][t] = rgb
             label_maps[name][t] = _label_map(seg, robot_id, link_labels)
+            object_maps[name][t] = _object_map(seg, object_ids)
 
     states = np.zeros((steps, STATE_SIZE), np.float32)
     states[:, : len(model.arm_joints)] = arm_path
@@ -236,6 +245,8 @@ def _simulate(client: int, model: RobotModel, steps: int, config: RenderConfig, 
         instruction=instruction,
         frames=frames,
         label_maps=label_maps,
+        object_maps=object_maps,
+        object_names=tuple(name for _, name in objects),
         states=states,
         actions=_actions(ee_poses, gripper_path),
     )
@@ -250,23 +261,32 @@ def _load_robot(client: int, model: RobotModel) -> int:
     return robot_id
 
 
-def _build_scene(client: int, rng: np.random.Generator) -> str:
-    """Floor, a table with a random colour and 2-4 objects; returns a language instruction."""
+def _build_scene(client: int, rng: np.random.Generator) -> tuple[str, list[tuple[int, str]]]:
+    """Floor, a table with a random colour and 2-4 objects.
+
+    Returns a language instruction and the objects' (pybullet body id, name), in the
+    order they were placed (object k is the k-th).
+    """
     pybullet.loadURDF("plane.urdf", (0, 0, -_TABLE_TOP_Z), physicsClientId=client)
     table = pybullet.loadURDF("table/table.urdf", (0.5, 0, -_TABLE_TOP_Z), physicsClientId=client)
     table_rgb = rng.uniform(0.25, 0.95, size=3)
     pybullet.changeVisualShape(table, -1, rgbaColor=[*table_rgb, 1.0], physicsClientId=client)
 
-    names = []
+    objects = []
     for _ in range(int(rng.integers(2, 5))):
         asset, name, scale = _OBJECT_ASSETS[int(rng.integers(len(_OBJECT_ASSETS)))]
-        position = (rng.uniform(0.35, 0.7), rng.uniform(-0.3, 0.3), 0.03)
+        position = (rng.uniform(0.35, 0.7), rng.uniform(-0.3, 0.3), 0.0)
         orientation = pybullet.getQuaternionFromEuler((0, 0, rng.uniform(-math.pi, math.pi)))
         body = pybullet.loadURDF(asset, position, orientation, globalScaling=scale, physicsClientId=client)
+        # Stand it on the table top (z = 0): its lowest point is where its size puts it.
+        bottom = pybullet.getAABB(body, physicsClientId=client)[0][2]
+        pybullet.resetBasePositionAndOrientation(
+            body, (position[0], position[1], -bottom), orientation, physicsClientId=client
+        )
         pybullet.changeVisualShape(body, -1, rgbaColor=[*rng.uniform(0.1, 1.0, size=3), 1.0], physicsClientId=client)
-        names.append(name)
+        objects.append((body, name))
     verb = ("pick up", "push", "touch", "move to")[int(rng.integers(4))]
-    return f"{verb} the {names[int(rng.integers(len(names)))]}"
+    return f"{verb} the {objects[int(rng.integers(len(objects)))][1]}", objects
 
 
 def _third_person_camera(rng: np.random.Generator, index: int) -> _Camera:
@@ -435,4 +455,13 @@ def _label_map(seg: np.ndarray, robot_id: int, link_labels: np.ndarray) -> np.nd
     on_robot = valid & ((seg & _OBJECT_ID_MASK) == robot_id)
     links_plus_one = seg[on_robot] >> _LINK_SHIFT
     labels[on_robot] = link_labels[links_plus_one]
+    return labels
+
+
+def _object_map(seg: np.ndarray, object_ids: np.ndarray) -> np.ndarray:
+    """Object label map from pybullet's packed ids: k where the k-th object's body was hit."""
+    labels = np.zeros(seg.shape, np.uint8)
+    bodies = np.where(seg >= 0, seg & _OBJECT_ID_MASK, -1)
+    for k, body in enumerate(object_ids, start=1):
+        labels[bodies == body] = k
     return labels
