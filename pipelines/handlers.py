@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import traceback
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -36,6 +35,24 @@ class StageFailure:
 
     stage: str
     reason: str
+
+
+class StageError(ValueError):
+    """A failure with where it happened (camera, step) already in the message."""
+
+
+def readable_error(error: BaseException) -> str:
+    """One line a person can act on: no OpenCV source paths, no tracebacks, no hex dumps."""
+    if isinstance(error, StageError):
+        return str(error)
+    text = str(error).strip()
+    if type(error).__name__ == "error" and "OpenCV" in text:  # cv2.error
+        # "OpenCV(5.0) /path/file.cpp:123: error: (-215:Assertion failed) cond in function 'f'"
+        detail = text.split("error: ", 1)[-1]
+        return f"image operation failed in OpenCV: {detail.splitlines()[0]}"
+    first = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
 
 
 class LoadedMaskSource:
@@ -90,7 +107,7 @@ class _SourceHandler(ModelHandler):
     def _failure(self, error: BaseException) -> StageFailure:
         if self._fail_fast:
             raise error
-        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+        detail = readable_error(error)
         return StageFailure(self.stage, f"{self.stage} failed: {detail}"[:2000])
 
 

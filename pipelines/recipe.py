@@ -163,13 +163,16 @@ def load_recipe(path: str, overrides: list[str] | None = None) -> Recipe:
 def content_sha256(raw: dict) -> str:
     """Hash of the recipe keys that decide the output's content.
 
-    Where the output goes, whether it may be overwritten and how many local workers run
-    do not change a single output byte, so they are left out: the same recipe run into
-    two folders writes byte-identical shards.
+    Where the output goes, whether it may be overwritten, how many local workers run and
+    which part of a partitioned run this is do not change a single output byte, so they
+    are left out: the same recipe run into two folders, or in parts that are merged,
+    writes byte-identical episodes.
     """
     content = {k: v for k, v in raw.items() if k != "runner"}
     if isinstance(content.get("output"), dict):
         content["output"] = {k: v for k, v in content["output"].items() if k not in ("dir", "overwrite")}
+    if isinstance(content.get("input"), dict):
+        content["input"] = {k: v for k, v in content["input"].items() if k != "part"}
     return hashlib.sha256(yaml.safe_dump(content, sort_keys=True).encode()).hexdigest()
 
 

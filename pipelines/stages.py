@@ -7,6 +7,7 @@ failed, with its reason. The per-episode pixel work itself lives in ``augment/``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -24,7 +25,7 @@ from augment.plan import PlanSettings
 from augment.previews import contact_sheet, gif_bytes, mask_coverage, png_bytes
 from pipelines import filesystems
 from pipelines.episode import Episode, encode_image
-from pipelines.handlers import StageFailure, episode_plans
+from pipelines.handlers import StageError, StageFailure, episode_plans, readable_error
 from pipelines.rlds_io import RawEpisode, ReadFailure, ShardSpec, decode_episode, image_decoders, provenance
 from pipelines.frame_check import FrameError, check_episode_images, describe_record_mismatch, image_features
 from pipelines.partition import read_part
@@ -175,6 +176,17 @@ class ComposePlan:
     object_cameras: tuple[str, ...] = ()
 
 
+@contextlib.contextmanager
+def _failing_as(where: str) -> Iterator[None]:
+    """Re-raise any error inside the block as a :class:`StageError` that starts with ``where``."""
+    try:
+        yield
+    except StageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - named, then reported per episode
+        raise StageError(f"{where}: {readable_error(e)}") from e
+
+
 class ComposeVariants(beam.DoFn):
     """One source episode -> its output episodes ``(out_key, example)`` and its record."""
 
@@ -194,7 +206,7 @@ class ComposeVariants(beam.DoFn):
         except Exception as e:  # noqa: BLE001
             if self._fail_fast:
                 raise
-            yield failed(key, episode.split, "compose", f"compose failed: {type(e).__name__}: {e}"[:2000])
+            yield failed(key, episode.split, "compose", f"compose failed: {readable_error(e)}"[:2000])
             return
         for out_key, example in outputs:
             yield out_key, example
@@ -225,15 +237,16 @@ class ComposeVariants(beam.DoFn):
         composite = plan.plan.composite
         variant_frames: dict[str, list[np.ndarray]] = {c: [] for c in plan.cameras}
         for camera in plan.cameras:
-            frames = episode.frames(camera)
-            # The same plans the background stage drew its backgrounds from.
-            variants = episode_plans(episode, plan.plan, camera)
-            alpha = clip_alpha(variants[0].kept, composite)  # the kept mask is the same for every variant
-            for variant in variants:
-                background = episode.backgrounds[(camera, variant.variant)]
-                variant_frames[camera].append(
-                    composite_clip(frames, variant.kept, background, variant.protected, variant.camera_plan, composite, alpha)
-                )
+            with _failing_as(f"camera {camera}"):
+                frames = episode.frames(camera)
+                # The same plans the background stage drew its backgrounds from.
+                variants = episode_plans(episode, plan.plan, camera)
+                alpha = clip_alpha(variants[0].kept, composite)  # the kept mask is the same for every variant
+                for variant in variants:
+                    background = episode.backgrounds[(camera, variant.variant)]
+                    variant_frames[camera].append(
+                        composite_clip(frames, variant.kept, background, variant.protected, variant.camera_plan, composite, alpha)
+                    )
         for variant in range(plan.plan.variants):
             frames = {
                 camera: [encode_image(frame, plan.camera_formats[camera]) for frame in variant_frames[camera][variant]]
@@ -270,8 +283,9 @@ class ComposeVariants(beam.DoFn):
             labels = episode.masks.get(camera, np.zeros(original.shape[:3], np.uint8))
             objects = episode.objects.get(camera)
             sheet = contact_sheet(original, labels, variants, n_frames=self._plan.preview_frames, objects=objects)
-            filesystems.write_bytes(f"{stem}_{camera}.png", png_bytes(sheet))
-            filesystems.write_bytes(f"{stem}_{camera}.gif", gif_bytes([original, *variants]))
+            name = f"{stem}_{camera.replace('/', '_')}"  # a nested camera (images/wrist) is not a folder
+            filesystems.write_bytes(f"{name}.png", png_bytes(sheet))
+            filesystems.write_bytes(f"{name}.gif", gif_bytes([original, *variants]))
 
 
 def _coverage(episode: Episode, cameras: list[str]) -> dict[str, float]:

@@ -104,8 +104,9 @@ class Sam3Video:
     def _segment_chunk(self, frames: np.ndarray, prompts: list[str], found: dict[str, np.ndarray], offset: int) -> None:
         import torch
 
+        # Decoded episode frames are read-only; torch.from_numpy warns on those.
         session = self.processor.init_video_session(
-            video=frames, inference_device=self.device, processing_device=self.device, dtype=self.dtype
+            video=np.array(frames), inference_device=self.device, processing_device=self.device, dtype=self.dtype
         )
         self.processor.add_text_prompt(session, prompts)
         with torch.inference_mode():

@@ -181,10 +181,10 @@ def test_no_masks_is_accepted_when_the_recipe_says_so(sample_dir, tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("segmentation.keep_objects=yes", "segmentation.keep_objects: expected bool"),
+        ("segmentation.keep_objects=sometimes", "segmentation.keep_objects: expected bool"),
         ("segmentation.object_feature=3", "segmentation.object_feature: expected"),
-        ("segmentation.object_feature={camera}_objects", "steps/observation/image_0_objects"),
-        ("segmentation.object_feature={cam}_object_mask", "segmentation.object_feature"),
+        ("segmentation.object_feature='{camera}_objects'", "steps/observation/image_0_objects"),
+        ("segmentation.object_feature='{cam}_object_mask'", "only the placeholder {camera}"),
     ],
 )
 def test_bad_object_settings_exit_2_naming_the_key(sample_dir, tmp_path, capsys, override, message):

@@ -28,7 +28,7 @@ import logging
 import os
 import pathlib
 import time
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -561,8 +561,3 @@ def save_training_state(model: RobotSeg, optimizer: torch.optim.Optimizer, step:
 def save_model(model: RobotSeg, path: pathlib.Path, options: FinetuneOptions) -> None:
     """The final checkpoint: SAM 2's ``{"model": state_dict}`` layout plus the config and options."""
     torch.save({"model": model.state_dict(), "config": dataclasses.asdict(model.config), "finetune": dataclasses.asdict(options)}, path)
-
-
-def iter_history(path: str | os.PathLike) -> Iterator[dict]:
-    """The logged records of a training run's ``last.pt``."""
-    yield from torch.load(path, map_location="cpu", weights_only=False).get("history", [])
