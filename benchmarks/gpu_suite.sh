@@ -17,5 +17,5 @@ fi
 export NO_ALBUMENTATIONS_UPDATE=1   # albumentations would ask PyPI for updates on import
 export PYTHONUNBUFFERED=1
 cd "$repo"
-# The driver caps each section and the total (470 s); the outer timeout only guards the driver itself.
-exec timeout --signal=TERM --kill-after=15 900 "$python" benchmarks/gpu_suite.py "$@"
+# The driver caps each section and the total (470 s; dry run 840 s); the outer timeout only guards the driver itself.
+exec timeout --signal=TERM --kill-after=15 1200 "$python" benchmarks/gpu_suite.py "$@"

@@ -41,8 +41,9 @@ import psutil
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-import pipelines  # noqa: E402,F401  (imports triton before TensorFlow, see pipelines/__init__.py)
-from measure import OXE_AUGMENT, measure  # noqa: E402
+from measure import OXE_AUGMENT, measure
+
+import pipelines  # noqa: F401  (imports triton before TensorFlow, see pipelines/__init__.py)
 
 RESULTS = REPO / "benchmarks" / "results" / "memory_episode_length.json"
 TARGET_RATIO = 1.3

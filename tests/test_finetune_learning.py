@@ -2,7 +2,9 @@
 
 Two runs from the same initialisation on the same clips and batches: with the LET
 consistency losses and without them. Scored by the robot IoU of automatic video mode
-on held-out clips. Slow (about 3 minutes on two cores): ``pytest -m slow``.
+on held-out clips. Slow: 250 steps per run, measured 11.5 minutes with the two cores
+heavily shared (load average 6-8); about 1.5 s per LET + plain step pair at load 4,
+so roughly 4-6 minutes on a quiet two-core machine: ``pytest -m slow``.
 ``benchmarks/robotseg_let.py`` records the full learning curves.
 """
 
