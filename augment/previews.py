@@ -7,7 +7,6 @@ remote output folders itself).
 from __future__ import annotations
 
 import io
-
 import os
 
 import cv2

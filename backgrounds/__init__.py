@@ -8,3 +8,12 @@ from backgrounds.base import (
     background_source_class,
     register_background_source,
 )
+
+__all__ = [
+    "BACKGROUND_SOURCES",
+    "BackgroundConfigError",
+    "BackgroundRequest",
+    "BackgroundSource",
+    "background_source_class",
+    "register_background_source",
+]

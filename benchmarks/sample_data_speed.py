@@ -18,8 +18,8 @@ import tempfile
 import time
 
 import tensorflow_datasets as tfds
-
 from measure import write_results
+
 from pipelines import sample_data
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import importlib.metadata
+import io
 import logging
 import os
 import time
@@ -22,13 +22,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import filesystems
 from pipelines.console import Console, ProgressMonitor
 from pipelines.handlers import BackgroundSourceHandler, MaskSourceHandler
+from pipelines.output import OutputLocationError, OutputTransaction, check_output_location
+from pipelines.partition import episodes_in, parse_part, part_dir_name, part_of
 from pipelines.recipe import Recipe, RecipeError, check_sources, resolve_path
 from pipelines.report import RunReport, build_report, read_records, write_report
-from pipelines.partition import episodes_in, parse_part, part_dir_name, part_of
-from pipelines.output import OutputLocationError, OutputTransaction, check_output_location
 from pipelines.rlds_io import DatasetError, ShardSpec, SourceDataset, open_dataset, output_features
+from pipelines.stages import RECORDS, ComposePlan, ComposeVariants, ReadEpisodes, ReportProgress, RunSourceStage
 from pipelines.tfds_writer import drop_empty_splits, tfds_writes
-from pipelines.stages import RECORDS, ComposePlan, ComposeVariants, ReportProgress, ReadEpisodes, RunSourceStage
 
 log = logging.getLogger("oxe_augment")
 

@@ -18,12 +18,12 @@ from typing import Any, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
-from google.protobuf import json_format
-from tensorflow_datasets.core import example_serializer
-from tensorflow_datasets.core.proto import feature_pb2
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
+from google.protobuf import json_format
+from tensorflow_datasets.core import example_serializer
+from tensorflow_datasets.core.proto import feature_pb2
 
 from pipelines.episode import Episode, observation_path, observation_value, sibling_path
 from segmentation.labels import (

@@ -19,7 +19,6 @@ import pathlib
 import shutil
 import sys
 import tempfile
-
 import typing
 
 import numpy as np

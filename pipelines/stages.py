@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import time
 import uuid
 from typing import Any, Iterator
@@ -25,10 +24,10 @@ from augment.plan import PlanSettings
 from augment.previews import contact_sheet, gif_bytes, mask_coverage, png_bytes
 from pipelines import filesystems
 from pipelines.episode import Episode, encode_image
-from pipelines.handlers import StageError, StageFailure, episode_plans, readable_error
-from pipelines.rlds_io import RawEpisode, ReadFailure, ShardSpec, decode_episode, image_decoders, provenance
 from pipelines.frame_check import FrameError, check_episode_images, describe_record_mismatch, image_features
+from pipelines.handlers import StageError, StageFailure, episode_plans, readable_error
 from pipelines.partition import read_part
+from pipelines.rlds_io import RawEpisode, ReadFailure, ShardSpec, decode_episode, image_decoders, provenance
 
 RECORDS = "records"
 log = logging.getLogger("oxe_augment")

@@ -476,7 +476,7 @@ def _value(feature, rng: np.random.Generator, name: str, episode: int, t: int, s
         return "" if episode % 2 else f"put the block {episode} in the bowl"
     dtype = np.dtype(feature.np_dtype)
     shape = tuple(feature.shape)
-    if dtype.kind in "US" or dtype == object:
+    if dtype.kind in "USO":
         return f"{name} {episode}".encode() if not (episode % 2 and "instruction" in name) else b""
     if dtype == np.bool_:
         if name == "is_first":

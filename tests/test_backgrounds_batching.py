@@ -7,12 +7,12 @@ Beam decides how requests are batched, differently in every run; byte-identical 
 import cv2
 import numpy as np
 import pytest
-
-from backgrounds.base import BACKGROUND_SOURCES, BackgroundSpec, BackgroundRequest, build_background_source
-from backgrounds.images import ImageLibraryOptions
-from augment.variants import variant_seed
-from backgrounds.mix import MixOptions
 from tiny_inpaint_pipeline import save_tiny_sd_inpaint
+
+from augment.variants import variant_seed
+from backgrounds.base import BACKGROUND_SOURCES, BackgroundRequest, BackgroundSpec, build_background_source
+from backgrounds.images import ImageLibraryOptions
+from backgrounds.mix import MixOptions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shlex
 
 from apache_beam.options.pipeline_options import (
     DebugOptions,

@@ -9,6 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_inpaint_pipeline import (
+    save_tiny_flux_fill,
+    save_tiny_sd_inpaint,
+    save_tiny_sd_text_to_image,
+    save_tiny_sdxl_inpaint,
+)
 
 from backgrounds.base import BackgroundConfigError, BackgroundRequest, background_source_class
 from backgrounds.clean_plate import clean_plate
@@ -19,12 +25,6 @@ from backgrounds.diffusion import (
     generation_size,
     inpaint_mask,
     native_resolution,
-)
-from tiny_inpaint_pipeline import (
-    save_tiny_flux_fill,
-    save_tiny_sd_inpaint,
-    save_tiny_sd_text_to_image,
-    save_tiny_sdxl_inpaint,
 )
 
 STEPS, HEIGHT, WIDTH = 5, 40, 56

@@ -288,8 +288,8 @@ def test_finetuned_checkpoint_runs_in_a_recipe(sample_dir, tmp_path):
 
 
 def test_finetune_options_parse_into_the_library_dataclass(tmp_path):
-    from pipelines.finetune import options_from_args
     from pipelines.cli import build_parser
+    from pipelines.finetune import options_from_args
 
     args = build_parser().parse_args(
         ["finetune", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--freeze", "image_encoder", "--label-every", "3",

@@ -13,7 +13,6 @@ from segmentation.robotseg.memory import MemoryBank
 from segmentation.robotseg.prompt_generator import cosine_kmeans_pass, farthest_point_seeds, two_level_tokens
 from segmentation.robotseg.sema import edge_map
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -14,7 +14,6 @@ from segmentation.robotseg.refine import refine_mask
 from segmentation.robotseg.synthetic import render_synthetic_clip
 from segmentation.robotseg.video import RobotSegTracker, iter_masks, schedule, tracks_for
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -14,8 +14,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from pipelines import sample_data
-from segmentation.synthetic import render
 from segmentation.labels import ARM, BACKGROUND, BODY, GRIPPER, mask_feature_name, object_mask_feature_name
+from segmentation.synthetic import render
 from tests.conftest import run_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
