@@ -25,7 +25,7 @@ def transform_from_spec(spec: Any, where: str, pixel_level: bool = False) -> A.B
     """
     if not isinstance(spec, Mapping) or len(spec) != 1:
         raise ValueError(f"{where}: expected one {{ClassName: {{argument: value}}}} mapping, got {spec!r}")
-    (name, kwargs), = spec.items()
+    ((name, kwargs),) = spec.items()
     kwargs = {} if kwargs is None else kwargs
     if not isinstance(kwargs, Mapping):
         raise ValueError(f"{where}.{name}: arguments must be a mapping, got {kwargs!r}")
@@ -34,8 +34,7 @@ def transform_from_spec(spec: Any, where: str, pixel_level: bool = False) -> A.B
         raise ValueError(f"{where}: unknown albumentations transform {name!r}")
     if pixel_level and not issubclass(cls, A.ImageOnlyTransform):
         raise ValueError(
-            f"{where}: {name} moves pixels; only pixel-level (ImageOnlyTransform) transforms "
-            f"keep the robot aligned with its mask"
+            f"{where}: {name} moves pixels; only pixel-level (ImageOnlyTransform) transforms keep the robot aligned with its mask"
         )
     try:
         return cls(**kwargs, strict=True)
@@ -144,4 +143,3 @@ def _rgb_to_lab(pixels: np.ndarray) -> np.ndarray:
     the Reinhard transfer is affine per channel, so it does not care about the scaling.
     """
     return cv2.cvtColor(np.ascontiguousarray(pixels).reshape(1, -1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3)
-

@@ -29,9 +29,7 @@ OBJECT_COLOUR: tuple[int, int, int] = (235, 50, 200)  # magenta: far from the ro
 _MIN_LABELLED_HEIGHT = 32
 
 
-def mask_overlay(
-    frame: np.ndarray, labels: np.ndarray, opacity: float = 0.5, objects: np.ndarray | None = None
-) -> np.ndarray:
+def mask_overlay(frame: np.ndarray, labels: np.ndarray, opacity: float = 0.5, objects: np.ndarray | None = None) -> np.ndarray:
     """``frame`` (H, W, 3) with each robot label's pixels tinted in its :data:`LABEL_COLOURS`
     and, if ``objects`` (H, W) is given, the task objects' pixels in :data:`OBJECT_COLOUR`
     (the robot's tint wins where both are set)."""
@@ -68,9 +66,7 @@ def contact_sheet(
     if objects is not None and objects.shape != original.shape[:3]:
         raise ValueError(f"objects have shape {objects.shape}, expected {original.shape[:3]}")
     columns = np.unique(np.linspace(0, steps - 1, num=max(1, min(n_frames, steps))).round().astype(int))
-    overlays = np.stack(
-        [mask_overlay(original[t], labels[t], objects=None if objects is None else objects[t]) for t in columns]
-    )
+    overlays = np.stack([mask_overlay(original[t], labels[t], objects=None if objects is None else objects[t]) for t in columns])
     rows = [("original", original[columns]), ("masks" if objects is None else "masks + objects", overlays)]
     rows += [(f"variant {i}", variant[columns]) for i, variant in enumerate(variants)]
     sheet_rows = []

@@ -72,9 +72,7 @@ def _polygon_mask(points: list[list[float]], height: int, width: int) -> np.ndar
     return canvas.astype(bool)
 
 
-def _feature_mask(
-    name: str, camera: str, shape: tuple[int, int], observation: Mapping[str, np.ndarray] | None
-) -> np.ndarray:
+def _feature_mask(name: str, camera: str, shape: tuple[int, int], observation: Mapping[str, np.ndarray] | None) -> np.ndarray:
     if observation is None or name not in observation:
         raise ValueError(
             f"composite.protect_feature: camera {camera} has no observation feature {name!r}"

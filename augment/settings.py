@@ -94,8 +94,7 @@ class CompositeSettings:
                 self.protect_feature.format(camera="camera")
             except (KeyError, IndexError, ValueError) as e:
                 raise ValueError(
-                    f"composite.protect_feature {self.protect_feature!r}: only the placeholder "
-                    f"{{camera}} is allowed ({e!r})"
+                    f"composite.protect_feature {self.protect_feature!r}: only the placeholder {{camera}} is allowed ({e!r})"
                 ) from None
 
 
@@ -103,7 +102,7 @@ def check_region(region: Any, where: str) -> None:
     """Raise ``ValueError`` naming ``where`` unless ``region`` is a valid box or polygon."""
     if not isinstance(region, dict) or len(region) != 1 or next(iter(region)) not in ("box", "polygon"):
         raise ValueError(f"{where}: expected {{box: [x0, y0, x1, y1]}} or {{polygon: [[x, y], ...]}}, got {region!r}")
-    (kind, value), = region.items()
+    ((kind, value),) = region.items()
     if kind == "box":
         if not (isinstance(value, (list, tuple)) and len(value) == 4 and all(_is_unit_number(v) for v in value)):
             raise ValueError(f"{where}.box: expected [x0, y0, x1, y1] with numbers in 0..1, got {value!r}")
@@ -111,20 +110,17 @@ def check_region(region: Any, where: str) -> None:
         if not (x0 < x1 and y0 < y1):
             raise ValueError(f"{where}.box: expected x0 < x1 and y0 < y1, got {value!r}")
     else:
-        points_ok = isinstance(value, (list, tuple)) and len(value) >= 3 and all(
-            isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_unit_number(v) for v in p) for p in value
+        points_ok = (
+            isinstance(value, (list, tuple))
+            and len(value) >= 3
+            and all(isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_unit_number(v) for v in p) for p in value)
         )
         if not points_ok:
             raise ValueError(f"{where}.polygon: expected at least 3 [x, y] points with numbers in 0..1, got {value!r}")
 
 
 def _is_unit_number(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and 0.0 <= value <= 1.0
-    )
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0.0 <= value <= 1.0
 
 
 def _check_non_negative(name: str, value: Any, integer: bool = False) -> None:

@@ -61,9 +61,7 @@ def visible_median(frames: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray, 
     return median, visible_counts > 0
 
 
-def clean_plate(
-    frames: np.ndarray, foreground: np.ndarray, dilate_px: int = 2, inpaint_radius: int = 3
-) -> np.ndarray:
+def clean_plate(frames: np.ndarray, foreground: np.ndarray, dilate_px: int = 2, inpaint_radius: int = 3) -> np.ndarray:
     """The scene behind the foreground (robot, kept objects) for a static camera, ``(H, W, 3)`` uint8.
 
     ``frames`` is ``(T, H, W, 3)`` uint8, ``foreground`` ``(T, H, W)`` bool. The mask is

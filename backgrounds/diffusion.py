@@ -298,8 +298,7 @@ class DiffusionInpaintBackground(BackgroundSource):
         if folder.exists():
             if not folder.is_dir():
                 raise BackgroundConfigError(
-                    f"{self.key_path}.model: {model} is a file; expected a diffusers pipeline folder "
-                    f"(save_pretrained layout)"
+                    f"{self.key_path}.model: {model} is a file; expected a diffusers pipeline folder (save_pretrained layout)"
                 )
             path = folder / relative_path
             if not path.is_file():
@@ -309,9 +308,7 @@ class DiffusionInpaintBackground(BackgroundSource):
                 )
             return json.loads(path.read_text())
         if not _HUB_ID.match(model):
-            raise BackgroundConfigError(
-                f"{self.key_path}.model: {model} does not exist; expected an inpainting pipeline folder"
-            )
+            raise BackgroundConfigError(f"{self.key_path}.model: {model} does not exist; expected an inpainting pipeline folder")
         from huggingface_hub import hf_hub_download
 
         try:
@@ -351,9 +348,7 @@ class DiffusionInpaintBackground(BackgroundSource):
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         device = torch.device(self.options.device)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise BackgroundConfigError(
-                f"{self.key_path}.device: {self.options.device} but this worker has no CUDA device"
-            )
+            raise BackgroundConfigError(f"{self.key_path}.device: {self.options.device} but this worker has no CUDA device")
         return device
 
     def _dtype(self, kind: PipelineKind, device: torch.device) -> torch.dtype:

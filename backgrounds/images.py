@@ -54,9 +54,7 @@ class ImageLibraryOptions:
     # A folder (searched recursively) or a glob pattern of images, e.g. /data/textures or gs://b/photos/*.jpg.
     path: str
     # File name endings that count as images (case-insensitive).
-    extensions: list[str] = dataclasses.field(
-        default_factory=lambda: [".jpg", ".jpeg", ".png", ".webp", ".bmp"]
-    )
+    extensions: list[str] = dataclasses.field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".webp", ".bmp"])
     # Range of the crop's area, as a fraction of the largest window with the camera's aspect ratio.
     scale: list[float] = dataclasses.field(default_factory=lambda: [0.5, 1.0])
     # Mirror half of the crops left-right.
@@ -80,9 +78,7 @@ def decode_rgb(data: bytes) -> np.ndarray | None:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def random_crop(
-    rng: np.random.Generator, image: np.ndarray, height: int, width: int, scale: tuple[float, float]
-) -> np.ndarray:
+def random_crop(rng: np.random.Generator, image: np.ndarray, height: int, width: int, scale: tuple[float, float]) -> np.ndarray:
     """A random window of ``image`` with aspect ``width / height``, resized to ``(height, width)``.
 
     The window's area is a fraction in ``scale`` of the largest such window that fits.
@@ -134,9 +130,7 @@ class ImageLibrary:
         with self._lock:
             if image is None:
                 if path not in self._unreadable:
-                    logger.warning(
-                        "background image library %s: skipping unreadable file %s (%s)", self.root, path, reason
-                    )
+                    logger.warning("background image library %s: skipping unreadable file %s (%s)", self.root, path, reason)
                     self._unreadable.add(path)
                 return None
             if self._cached_total + image.nbytes <= self._cache_bytes and path not in self._cached:
@@ -198,9 +192,7 @@ class ImageLibraryBackground(BackgroundSource):
             raise BackgroundConfigError(f"{self.key_path}.path is required: a folder or glob of images")
         low_high = options.scale
         if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1] <= 1:
-            raise BackgroundConfigError(
-                f"{self.key_path}.scale must be [low, high] with 0 < low <= high <= 1, got {low_high}"
-            )
+            raise BackgroundConfigError(f"{self.key_path}.scale must be [low, high] with 0 < low <= high <= 1, got {low_high}")
         if options.cache_mb < 0:
             raise BackgroundConfigError(f"{self.key_path}.cache_mb must be >= 0, got {options.cache_mb}")
         if not self.list_library():

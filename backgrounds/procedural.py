@@ -66,9 +66,7 @@ def _random_hsv_colours(rng: np.random.Generator, count: int) -> np.ndarray:
         hues = base + 180.0 * rng.integers(2, size=count) + rng.uniform(-10.0, 10.0, count)
     else:  # triadic
         hues = base + 120.0 * rng.integers(3, size=count) + rng.uniform(-10.0, 10.0, count)
-    hsv = np.stack(
-        [hues % 360.0, rng.uniform(0.15, 0.9, count), rng.uniform(0.2, 0.95, count)], axis=-1
-    ).astype(np.float32)
+    hsv = np.stack([hues % 360.0, rng.uniform(0.15, 0.9, count), rng.uniform(0.2, 0.95, count)], axis=-1).astype(np.float32)
     # OpenCV's float HSV uses hue in degrees and S, V in [0, 1].
     rgb = cv2.cvtColor(hsv[None], cv2.COLOR_HSV2RGB)[0]
     return rgb * np.float32(255.0)

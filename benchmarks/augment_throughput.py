@@ -32,8 +32,19 @@ def main() -> None:
 
     dataset = os.path.join(args.scratch, f"sample-{args.episodes}x{args.steps}-{args.size}", "oxe_augment_sample", "1.0.0")
     if not os.path.exists(os.path.join(dataset, "dataset_info.json")):
-        rendered = measure([OXE_AUGMENT, "sample-data", dataset, "--episodes", str(args.episodes),
-                            "--steps", str(args.steps), "--size", str(args.size)])
+        rendered = measure(
+            [
+                OXE_AUGMENT,
+                "sample-data",
+                dataset,
+                "--episodes",
+                str(args.episodes),
+                "--steps",
+                str(args.steps),
+                "--size",
+                str(args.size),
+            ]
+        )
         assert rendered.returncode == 0, rendered
 
     runs = []
@@ -64,12 +75,15 @@ def main() -> None:
         run["augment_over_copy_wall_time"] = round(run["demo"]["wall_seconds"] / run["copy"]["wall_seconds"], 2)
         print(run, flush=True)
         runs.append(run)
-    path = write_results("augment_throughput", {
-        "dataset": f"sample data, {args.episodes} episodes x {args.steps} steps x 2 cameras at {args.size}x{args.size}",
-        "augment_recipe": "configs/demo.yaml (dataset masks, mix of procedural and re-lit clean plate, 2 variants)",
-        "runs": runs,
-        "target": "augment_over_copy_wall_time <= 1.5",
-    })
+    path = write_results(
+        "augment_throughput",
+        {
+            "dataset": f"sample data, {args.episodes} episodes x {args.steps} steps x 2 cameras at {args.size}x{args.size}",
+            "augment_recipe": "configs/demo.yaml (dataset masks, mix of procedural and re-lit clean plate, 2 variants)",
+            "runs": runs,
+            "target": "augment_over_copy_wall_time <= 1.5",
+        },
+    )
     print(f"results: {path}")
 
 

@@ -61,21 +61,25 @@ def main() -> None:
             "configs/copy.yaml",
             [f"input.dir={dataset}", f"output.dir={out}-startup", f"runner.workers={workers}", "input.max_episodes=1"],
         )
-        runs.append({
-            "startup_wall_seconds": round(startup.wall_seconds, 2),
-            "marginal_episodes_per_second": round(
-                (report["episodes_written"] - 2) / max(measurement.wall_seconds - startup.wall_seconds, 1e-9), 2
-            ),
-            "workers": workers,
-            "episodes": report["episodes_written"],
-            "frames": report["frames"],
-            "wall_seconds": round(measurement.wall_seconds, 2),
-            "episodes_per_second": round(report["episodes_written"] / measurement.wall_seconds, 2),
-            "frames_per_second": round(report["frames"] / measurement.wall_seconds, 1),
-            "peak_rss_mb": round(measurement.peak_rss_mb),
-        })
+        runs.append(
+            {
+                "startup_wall_seconds": round(startup.wall_seconds, 2),
+                "marginal_episodes_per_second": round(
+                    (report["episodes_written"] - 2) / max(measurement.wall_seconds - startup.wall_seconds, 1e-9), 2
+                ),
+                "workers": workers,
+                "episodes": report["episodes_written"],
+                "frames": report["frames"],
+                "wall_seconds": round(measurement.wall_seconds, 2),
+                "episodes_per_second": round(report["episodes_written"] / measurement.wall_seconds, 2),
+                "frames_per_second": round(report["frames"] / measurement.wall_seconds, 1),
+                "peak_rss_mb": round(measurement.peak_rss_mb),
+            }
+        )
         print(runs[-1], flush=True)
-    path = write_results("copy_throughput", {"dataset": f"bridge x{args.copies} ({episodes} episodes, 4 cameras 64x64)", "runs": runs})
+    path = write_results(
+        "copy_throughput", {"dataset": f"bridge x{args.copies} ({episodes} episodes, 4 cameras 64x64)", "runs": runs}
+    )
     shutil.rmtree(scratch, ignore_errors=True)
     print(f"results: {path}")
 

@@ -92,8 +92,14 @@ def clip_l_config(vocab_size: int = 49408):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-        num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+        vocab_size=vocab_size,
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu",
+        projection_dim=768,
     )
 
 
@@ -102,8 +108,11 @@ def sd_vae(**overrides):
     from diffusers import AutoencoderKL
 
     config = dict(
-        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
     )
     return AutoencoderKL(**{**config, **overrides})
 
@@ -116,9 +125,14 @@ def full_size_networks(kind: str) -> dict:
     if kind == "sd":
         return dict(
             unet=UNet2DConditionModel(
-                sample_size=64, in_channels=9, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
-                layers_per_block=2, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768,
+                sample_size=64,
+                in_channels=9,
+                out_channels=4,
+                block_out_channels=(320, 640, 1280, 1280),
+                layers_per_block=2,
+                down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                cross_attention_dim=768,
                 attention_head_dim=8,
             ),
             vae=sd_vae(sample_size=512),
@@ -127,38 +141,69 @@ def full_size_networks(kind: str) -> dict:
     if kind == "sdxl":
         return dict(
             unet=UNet2DConditionModel(
-                sample_size=128, in_channels=9, out_channels=4, block_out_channels=(320, 640, 1280),
-                layers_per_block=2, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                sample_size=128,
+                in_channels=9,
+                out_channels=4,
+                block_out_channels=(320, 640, 1280),
+                layers_per_block=2,
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
-                addition_embed_type="text_time", addition_time_embed_dim=256,
-                projection_class_embeddings_input_dim=2816, use_linear_projection=True,
+                transformer_layers_per_block=(1, 2, 10),
+                attention_head_dim=(5, 10, 20),
+                cross_attention_dim=2048,
+                addition_embed_type="text_time",
+                addition_time_embed_dim=256,
+                projection_class_embeddings_input_dim=2816,
+                use_linear_projection=True,
             ),
             vae=sd_vae(sample_size=1024, scaling_factor=0.13025, force_upcast=True),
             text_encoder=CLIPTextModel(clip_l_config()),
             text_encoder_2=CLIPTextModelWithProjection(
                 CLIPTextConfig(
-                    vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
-                    num_attention_heads=20, max_position_embeddings=77, hidden_act="gelu", projection_dim=1280,
+                    vocab_size=49408,
+                    hidden_size=1280,
+                    intermediate_size=5120,
+                    num_hidden_layers=32,
+                    num_attention_heads=20,
+                    max_position_embeddings=77,
+                    hidden_act="gelu",
+                    projection_dim=1280,
                 )
             ),
         )
     if kind == "flux":
         return dict(
             transformer=FluxTransformer2DModel(
-                in_channels=384, out_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-                num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
-                guidance_embeds=True, axes_dims_rope=(16, 56, 56),
+                in_channels=384,
+                out_channels=64,
+                num_layers=19,
+                num_single_layers=38,
+                attention_head_dim=128,
+                num_attention_heads=24,
+                joint_attention_dim=4096,
+                pooled_projection_dim=768,
+                guidance_embeds=True,
+                axes_dims_rope=(16, 56, 56),
             ),
             vae=sd_vae(
-                sample_size=1024, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159,
-                use_quant_conv=False, use_post_quant_conv=False,
+                sample_size=1024,
+                latent_channels=16,
+                scaling_factor=0.3611,
+                shift_factor=0.1159,
+                use_quant_conv=False,
+                use_post_quant_conv=False,
             ),
             text_encoder=CLIPTextModel(clip_l_config()),
             text_encoder_2=T5EncoderModel(
                 T5Config(
-                    vocab_size=32128, d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24,
-                    feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
+                    vocab_size=32128,
+                    d_model=4096,
+                    d_ff=10240,
+                    d_kv=64,
+                    num_heads=64,
+                    num_layers=24,
+                    feed_forward_proj="gated-gelu",
+                    relative_attention_num_buckets=32,
                 )
             ),
         )
@@ -174,18 +219,27 @@ def full_size_extras(kind: str, scratch: Path) -> dict:
     tokenizer = tiny_clip_tokenizer(scratch / "tokenizer")
     if kind == "sd":
         scheduler = diffusers.DDIMScheduler(
-            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-            set_alpha_to_one=False, steps_offset=1,
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
         )
-        return dict(tokenizer=tokenizer, scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                    requires_safety_checker=False)
+        return dict(
+            tokenizer=tokenizer, scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
     if kind == "sdxl":
         scheduler = diffusers.EulerDiscreteScheduler(
             beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1
         )
         return dict(tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=scheduler, requires_aesthetics_score=False)
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler(
-        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
         max_image_seq_len=4096,
     )
     return dict(tokenizer=tokenizer, tokenizer_2=tiny_t5_tokenizer(), scheduler=scheduler)
@@ -213,7 +267,10 @@ def run_cuda(args, scratch: Path) -> list[dict]:
     for kind in args.kinds:
         folder = getattr(args, kind)
         options = DiffusionOptions(
-            model=folder or f"<random {kind}>", pipeline=kind, steps=args.steps, device="cuda",
+            model=folder or f"<random {kind}>",
+            pipeline=kind,
+            steps=args.steps,
+            device="cuda",
         )
         source = DiffusionInpaintBackground(options)
         if folder:
@@ -241,11 +298,7 @@ def run_cpu_tiny(args, scratch: Path) -> list[dict]:
     results = []
     for kind in args.kinds:
         folder = savers[kind](scratch / kind)
-        source = DiffusionInpaintBackground(
-            DiffusionOptions(
-                model=str(folder), steps=min(args.steps, 2), device="cpu"
-            )
-        )
+        source = DiffusionInpaintBackground(DiffusionOptions(model=str(folder), steps=min(args.steps, 2), device="cpu"))
         source.check()
         model = source.load_model()
         for resolution in (64, 128):
@@ -268,7 +321,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--images", type=int, default=8, help="timed images per (type, resolution)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument(
-        "--cpu-threads", type=int, default=1,
+        "--cpu-threads",
+        type=int,
+        default=1,
         help="torch threads in CPU mode: the tiny networks gain nothing from more, and on a shared "
         "machine extra threads spin-wait (15x slower measured on 2 busy cores)",
     )

@@ -44,13 +44,26 @@ def main(argv: list[str] | None = None) -> dict:
             Path(scratch) / "sample" / "oxe_augment_sample" / "1.0.0", episodes=args.episodes, steps=args.steps, size=128
         )
         out = Path(scratch) / "out"
-        status = cli(["run", "configs/demo.yaml", "--set", f"input.dir={sample}", "--set", f"output.dir={out}",
-                      "--", "--runner=DirectRunner", "--direct_running_mode=in_memory"])
+        status = cli(
+            [
+                "run",
+                "configs/demo.yaml",
+                "--set",
+                f"input.dir={sample}",
+                "--set",
+                f"output.dir={out}",
+                "--",
+                "--runner=DirectRunner",
+                "--direct_running_mode=in_memory",
+            ]
+        )
         assert status == 0, status
 
         import cv2
 
-        sheets = [cv2.imread(str(out / "previews" / f"train_{i:06d}_image_0.png"))[..., ::-1] for i in range(min(args.episodes, 3))]
+        sheets = [
+            cv2.imread(str(out / "previews" / f"train_{i:06d}_image_0.png"))[..., ::-1] for i in range(min(args.episodes, 3))
+        ]
         write_png(str(RESULTS / "preview_objects_kept.png"), np.concatenate(sheets, axis=0))
 
         rows = []
@@ -60,17 +73,19 @@ def main(argv: list[str] | None = None) -> dict:
             inner_objects, inner_robot = eroded(objects > 0, FEATHER_PX), eroded(robot, FEATHER_PX)
             outside = ~dilated(robot | (objects > 0), FEATHER_PX)
             both = outside[1:] & outside[:-1]
-            rows.append({
-                "episode_variant": name,
-                "camera": camera,
-                "objects_mad": round(float(difference[inner_objects].mean()), 2),
-                "objects_jpeg_floor": round(float(noise[inner_objects].mean()), 2),
-                "object_pixels": int(inner_objects.sum()),
-                "robot_mad": round(float(difference[inner_robot].mean()), 2),
-                "robot_jpeg_floor": round(float(noise[inner_robot].mean()), 2),
-                "background_mad": round(float(difference[outside].mean()), 1),
-                "background_frame_to_frame": round(float(np.abs(after[1:] - after[:-1]).mean(axis=-1)[both].mean()), 2),
-            })
+            rows.append(
+                {
+                    "episode_variant": name,
+                    "camera": camera,
+                    "objects_mad": round(float(difference[inner_objects].mean()), 2),
+                    "objects_jpeg_floor": round(float(noise[inner_objects].mean()), 2),
+                    "object_pixels": int(inner_objects.sum()),
+                    "robot_mad": round(float(difference[inner_robot].mean()), 2),
+                    "robot_jpeg_floor": round(float(noise[inner_robot].mean()), 2),
+                    "background_mad": round(float(difference[outside].mean()), 1),
+                    "background_frame_to_frame": round(float(np.abs(after[1:] - after[:-1]).mean(axis=-1)[both].mean()), 2),
+                }
+            )
     report = {
         "benchmark": "preview_objects_kept",
         "recipe": "configs/demo.yaml (objects kept), sample data 128 px",

@@ -92,16 +92,37 @@ def main() -> None:
     for name in args.runs:
         with tempfile.TemporaryDirectory() as out:
             options = FinetuneOptions(
-                out_dir=out, config="tiny", steps=args.steps, batch_size=args.batch_size, clip_length=args.clip_length,
-                lr=args.lr, save_every=args.steps, log_every=args.eval_every, seed=0, patch_backbone=args.patch_backbone,
-                cycle_weight=args.cycle_weight, semantic_weight=args.semantic_weight, patch_weight=args.patch_weight, **RUNS[name],
+                out_dir=out,
+                config="tiny",
+                steps=args.steps,
+                batch_size=args.batch_size,
+                clip_length=args.clip_length,
+                lr=args.lr,
+                save_every=args.steps,
+                log_every=args.eval_every,
+                seed=0,
+                patch_backbone=args.patch_backbone,
+                cycle_weight=args.cycle_weight,
+                semantic_weight=args.semantic_weight,
+                patch_weight=args.patch_weight,
+                **RUNS[name],
             )
             start = time.perf_counter()
-            result = finetune(options, train, evaluate=lambda model, step: {"iou": video_iou(model, held_out)}, eval_every=args.eval_every)
+            result = finetune(
+                options, train, evaluate=lambda model, step: {"iou": video_iou(model, held_out)}, eval_every=args.eval_every
+            )
             wall = time.perf_counter() - start
-        curve = [{"step": r["step"], "held_out_iou": round(r["iou"], 4), "loss": round(r["total"], 4)} for r in result["history"] if "iou" in r]
-        results[name] = {"options": {k: v for k, v in dataclasses.asdict(options).items() if k != "out_dir"}, "seconds_per_step": round(result["seconds_per_step"], 4),
-                         "wall_seconds": round(wall, 1), "curve": curve}
+        curve = [
+            {"step": r["step"], "held_out_iou": round(r["iou"], 4), "loss": round(r["total"], 4)}
+            for r in result["history"]
+            if "iou" in r
+        ]
+        results[name] = {
+            "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "out_dir"},
+            "seconds_per_step": round(result["seconds_per_step"], 4),
+            "wall_seconds": round(wall, 1),
+            "curve": curve,
+        }
         print(name, f"{result['seconds_per_step']:.3f} s/step", [(c["step"], c["held_out_iou"]) for c in curve], flush=True)
     record = {
         "benchmark": "robotseg_let",

@@ -56,7 +56,9 @@ def run(model, frames, targets, options: InferenceOptions, device: torch.device,
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_cpu_memory_mb()
     return {
         "device": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "image_size": model.config.image_size,
         "frames": len(frames),

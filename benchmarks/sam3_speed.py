@@ -62,8 +62,13 @@ def tiny_speed(frames: int, repeats: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as folder:
         save_tiny_sam3(folder, image_size=256, patch_size=16)
         clip = CameraClip("bench/000000", "image_0", synthetic_clip(frames, 256), instruction="put the red block on the towel")
-        for label, thresholds in (("default thresholds (no detections)", (0.5, 0.7)), ("threshold 0 (every prompt tracked)", (0.0, 0.0))):
-            source = Sam3MaskSource(Sam3Options(model=folder, device="cpu", score_threshold=thresholds[0], new_object_threshold=thresholds[1]))
+        for label, thresholds in (
+            ("default thresholds (no detections)", (0.5, 0.7)),
+            ("threshold 0 (every prompt tracked)", (0.0, 0.0)),
+        ):
+            source = Sam3MaskSource(
+                Sam3Options(model=folder, device="cpu", score_threshold=thresholds[0], new_object_threshold=thresholds[1])
+            )
             model = source.load_model()
             source.segment_clip(model, clip)  # warm-up
             seconds = []
@@ -71,18 +76,20 @@ def tiny_speed(frames: int, repeats: int) -> list[dict]:
                 start = time.perf_counter()
                 found = source.segment_clip(model, clip)
                 seconds.append(time.perf_counter() - start)
-            records.append({
-                "setting": label,
-                "model_input_px": 256,
-                "frame_px": [256, 256],
-                "frames": frames,
-                "prompts": 2 + len(found.object_names),
-                "torch_threads": torch.get_num_threads(),
-                "seconds_median": round(statistics.median(seconds), 3),
-                "seconds_best": round(min(seconds), 3),
-                "frames_per_second_median": round(frames / statistics.median(seconds), 2),
-                "tiny_model_parameters": sum(p.numel() for p in model.model.parameters()),
-            })
+            records.append(
+                {
+                    "setting": label,
+                    "model_input_px": 256,
+                    "frame_px": [256, 256],
+                    "frames": frames,
+                    "prompts": 2 + len(found.object_names),
+                    "torch_threads": torch.get_num_threads(),
+                    "seconds_median": round(statistics.median(seconds), 3),
+                    "seconds_best": round(min(seconds), 3),
+                    "frames_per_second_median": round(frames / statistics.median(seconds), 2),
+                    "tiny_model_parameters": sum(p.numel() for p in model.model.parameters()),
+                }
+            )
             print(json.dumps(records[-1]), flush=True)
     return records
 
@@ -108,7 +115,9 @@ def released_size() -> dict:
     # Per tracked object and frame the session keeps: maskmem_features (bf16, grid^2 x mem_dim),
     # maskmem_pos_enc (fp32, same size), pred_masks (fp32, low-res), pointer and scores (small).
     mem_dim = trk.memory_encoder_output_channels
-    object_frame = grid * grid * mem_dim * 2 + grid * grid * mem_dim * 4 + low_res * low_res * 4 + trk.memory_attention_hidden_size * 4
+    object_frame = (
+        grid * grid * mem_dim * 2 + grid * grid * mem_dim * 4 + low_res * low_res * 4 + trk.memory_attention_hidden_size * 4
+    )
     # Backbone activations of one frame (inference): hidden states and MLP of one ViT layer at a
     # time, plus a global-attention layer's score matrix if the attention kernel materialises it.
     tokens = grid * grid
@@ -171,15 +180,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=16, help="frames of the 256 px clip")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--full-size-frames", type=int, default=0, help="also time the released architecture (random weights) on CPU")
+    parser.add_argument(
+        "--full-size-frames", type=int, default=0, help="also time the released architecture (random weights) on CPU"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (extra ones spin-wait on a loaded machine)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
 
     result = {
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "load_average_at_start": os.getloadavg()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "load_average_at_start": os.getloadavg(),
+        },
         "tiny_cpu_256px": tiny_speed(args.frames, args.repeats),
         "released_model_size": released_size(),
     }

@@ -83,8 +83,14 @@ def _add_run(subparsers) -> None:
         "-- --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp",
     )
     parser.add_argument("recipe", help="recipe YAML file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe key, e.g. --set output.dir=/tmp/out (repeatable; value parsed as YAML)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe key, e.g. --set output.dir=/tmp/out (repeatable; value parsed as YAML)",
+    )
     parser.add_argument("--check", action="store_true", help="validate the recipe and inputs, then stop")
     parser.set_defaults(handler=run_command)
 
@@ -185,14 +191,16 @@ def inspect_command(args) -> int:
         "dataset": f"{source.name}/{source.version}",
         "path": source.dir,
         "splits": {
-            s: {"episodes": source.episode_count(s), "shards": len(source.shards[s]),
-                "missing_shards": len(source.missing_shards.get(s, []))}
+            s: {
+                "episodes": source.episode_count(s),
+                "shards": len(source.shards[s]),
+                "missing_shards": len(source.missing_shards.get(s, [])),
+            }
             for s in source.shards
         },
         "episode_fields": source.episode_fields,
         "cameras": {
-            name: {"shape": list(f.shape), "format": source.camera_format(name), "feature": f.kind}
-            for name, f in cameras.items()
+            name: {"shape": list(f.shape), "format": source.camera_format(name), "feature": f.kind} for name, f in cameras.items()
         },
         "not_cameras": {name: f.reason for name, f in others.items()},
     }

@@ -97,9 +97,7 @@ class Episode:
 
     def with_masks(self, masks: dict[str, np.ndarray], objects: dict[str, np.ndarray], seconds: float) -> "Episode":
         """A copy with the robot label maps and the task-object label maps of each camera."""
-        return dataclasses.replace(
-            self, masks=dict(masks), objects=dict(objects), seconds={**self.seconds, "segment": seconds}
-        )
+        return dataclasses.replace(self, masks=dict(masks), objects=dict(objects), seconds={**self.seconds, "segment": seconds})
 
     def with_backgrounds(self, backgrounds: dict[tuple[str, int], np.ndarray], seconds: float) -> "Episode":
         return dataclasses.replace(self, backgrounds=dict(backgrounds), seconds={**self.seconds, "background": seconds})

@@ -125,8 +125,7 @@ def open_mask_dataset(path: str | pathlib.Path, split: str) -> MaskDataset:
     if root is not None:
         return MaskDataset(path=root, kind="vrs", cameras=(VRS_CAMERA,))
     raise EvalInputError(
-        f"{path}: neither an RLDS dataset (no dataset_info.json) nor a VRS-style folder "
-        "(no mask_gt/<video>/<000|001|002>/*.png)"
+        f"{path}: neither an RLDS dataset (no dataset_info.json) nor a VRS-style folder (no mask_gt/<video>/<000|001|002>/*.png)"
     )
 
 
@@ -146,9 +145,7 @@ def _mask_feature_names(features) -> dict[str, str]:
         observation = features["steps"]["observation"]
     except KeyError:
         return {}
-    return {
-        name[: -len(MASK_FEATURE_SUFFIX)]: name for name in observation.keys() if name.endswith(MASK_FEATURE_SUFFIX)
-    }
+    return {name[: -len(MASK_FEATURE_SUFFIX)]: name for name in observation.keys() if name.endswith(MASK_FEATURE_SUFFIX)}
 
 
 def _vrs_mask_root(path: pathlib.Path) -> pathlib.Path | None:
@@ -316,9 +313,7 @@ def _cameras_to_score(pred: MaskDataset, gt: MaskDataset, cameras: Sequence[str]
         return tuple(cameras)
     common = tuple(c for c in gt.cameras if c in pred.cameras)
     if not common:
-        raise EvalInputError(
-            f"no camera has masks in both {pred.path} ({list(pred.cameras)}) and {gt.path} ({list(gt.cameras)})"
-        )
+        raise EvalInputError(f"no camera has masks in both {pred.path} ({list(pred.cameras)}) and {gt.path} ({list(gt.cameras)})")
     return common
 
 
@@ -345,7 +340,10 @@ def _score_episode(
                     f"{where}: {target} masks are {predicted.shape[1:]} but ground truth {gt.key} is {obj.masks.shape[1:]}"
                 )
             per_target[target] = metrics.score_object(
-                predicted, obj.masks, frame_ids=obj.frame_ids, skip_first_last=skip_first_last,
+                predicted,
+                obj.masks,
+                frame_ids=obj.frame_ids,
+                skip_first_last=skip_first_last,
                 from_first_present=from_first_present,
             )
         frames += metrics.frames_from_objects(camera, per_target)
@@ -470,12 +468,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "(first and last scored frame skipped); with --pred, stored predictions are scored by the same rules."
         ),
     )
-    parser.add_argument("--pred", help="predicted masks: RLDS version folder or VRS-style folder (required unless --protocol robotseg)")
-    parser.add_argument("--gt", required=True, help="ground-truth masks: RLDS version folder or VRS-style folder (a VRS split for --protocol robotseg)")
-    parser.add_argument("--protocol", choices=("sav", "robotseg"), default="sav", help="sav (default): compare stored masks; robotseg: RobotSeg's VRS protocol")
+    parser.add_argument(
+        "--pred", help="predicted masks: RLDS version folder or VRS-style folder (required unless --protocol robotseg)"
+    )
+    parser.add_argument(
+        "--gt",
+        required=True,
+        help="ground-truth masks: RLDS version folder or VRS-style folder (a VRS split for --protocol robotseg)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("sav", "robotseg"),
+        default="sav",
+        help="sav (default): compare stored masks; robotseg: RobotSeg's VRS protocol",
+    )
     parser.add_argument("--split", default="train", help="RLDS split to read on both sides (default train)")
     parser.add_argument("--json", metavar="FILE", help="also write the scores as JSON to FILE")
-    parser.add_argument("--csv", metavar="FILE", help="also write per-video scores (video, setting, target, frames, J, F, JF in percent) to FILE")
+    parser.add_argument(
+        "--csv", metavar="FILE", help="also write per-video scores (video, setting, target, frames, J, F, JF in percent) to FILE"
+    )
     parser.add_argument(
         "--no-skip-first-last",
         dest="skip_first_last",
@@ -489,11 +500,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="RLDS cameras to score, space- or comma-separated (default: all with masks on both sides)",
     )
     robotseg = parser.add_argument_group("--protocol robotseg")
-    robotseg.add_argument("--settings", nargs="+", default=["AU", "1C", "3C", "BB"], metavar="SETTING", help="prompt settings to run: AU 1C 3C BB (default all)")
-    robotseg.add_argument("--targets", nargs="+", default=list(TARGETS), metavar="TARGET", help="targets to score: arm gripper robot (default all)")
-    robotseg.add_argument("--config", default="robotseg_hiera_t", help="RobotSeg config name (robotseg_hiera_t, tiny) or the release's robotseg-infer.yaml")
+    robotseg.add_argument(
+        "--settings",
+        nargs="+",
+        default=["AU", "1C", "3C", "BB"],
+        metavar="SETTING",
+        help="prompt settings to run: AU 1C 3C BB (default all)",
+    )
+    robotseg.add_argument(
+        "--targets", nargs="+", default=list(TARGETS), metavar="TARGET", help="targets to score: arm gripper robot (default all)"
+    )
+    robotseg.add_argument(
+        "--config",
+        default="robotseg_hiera_t",
+        help="RobotSeg config name (robotseg_hiera_t, tiny) or the release's robotseg-infer.yaml",
+    )
     robotseg.add_argument("--checkpoint", help="RobotSeg checkpoint (robotseg.pt, or one written by `oxe-augment finetune`)")
-    robotseg.add_argument("--allow-random-init", action="store_true", help="run without a checkpoint (tests only: random weights)")
+    robotseg.add_argument(
+        "--allow-random-init", action="store_true", help="run without a checkpoint (tests only: random weights)"
+    )
     robotseg.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     robotseg.add_argument("--chunk-size", type=int, default=8, help="frames per image-encoder batch (default 8)")
     parser.set_defaults(handler=run_eval)
@@ -551,7 +576,10 @@ def _run_robotseg_protocol(args: argparse.Namespace) -> int:
 
             try:
                 predictor = build_robotseg_video_predictor(
-                    args.config, args.checkpoint, resolve_device(args.device), options=InferenceOptions(chunk_size=args.chunk_size)
+                    args.config,
+                    args.checkpoint,
+                    resolve_device(args.device),
+                    options=InferenceOptions(chunk_size=args.chunk_size),
                 )
             except (CheckpointError, KeyError) as error:
                 raise EvalInputError(f"--checkpoint/--config: {error}") from None

@@ -53,7 +53,7 @@ def list_folders(path: str) -> list[str]:
             return []
         return sorted(os.path.join(path, name) for name in os.listdir(path) if os.path.isdir(os.path.join(path, name)))
     prefix = path.rstrip("/") + "/"
-    children = {p[len(prefix):].split("/", 1)[0] for p in list_paths(join(path, "**")) if "/" in p[len(prefix):]}
+    children = {p[len(prefix) :].split("/", 1)[0] for p in list_paths(join(path, "**")) if "/" in p[len(prefix) :]}
     return sorted(prefix + child for child in children)
 
 
@@ -69,7 +69,7 @@ def move(source: str, destination: str) -> None:
         return
     prefix = source.rstrip("/") + "/"
     files = list_paths(join(source, "**"))
-    FileSystems.rename(files, [join(destination, f[len(prefix):]) for f in files])
+    FileSystems.rename(files, [join(destination, f[len(prefix) :]) for f in files])
 
 
 def list_paths(pattern: str) -> list[str]:

@@ -63,7 +63,9 @@ def _image_problem(data: bytes, declared: tuple, dtype: np.dtype) -> str | None:
     """What is wrong with encoded image ``data`` for a feature of shape ``declared``, or ``None``."""
     if not data:
         return "empty image (0 bytes)"
-    header = _png_header(data) if data.startswith(b"\x89PNG\r\n\x1a\n") else _jpeg_header(data) if data[:2] == b"\xff\xd8" else None
+    header = (
+        _png_header(data) if data.startswith(b"\x89PNG\r\n\x1a\n") else _jpeg_header(data) if data[:2] == b"\xff\xd8" else None
+    )
     if header is None:
         return f"not a JPEG or PNG image ({len(data)} bytes of unrecognised data)"
     if isinstance(header, str):

@@ -54,7 +54,6 @@ def readable_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
-
 class LoadedMaskSource:
     """A mask source with its model, called one clip at a time.
 
@@ -152,9 +151,7 @@ class MaskSourceHandler(_SourceHandler):
         if found.objects is not None:
             objects = np.asarray(found.objects)
             if objects.shape != frames.shape[:3]:
-                raise ValueError(
-                    f"camera {camera}: object masks of shape {objects.shape} for frames of shape {frames.shape[:3]}"
-                )
+                raise ValueError(f"camera {camera}: object masks of shape {objects.shape} for frames of shape {frames.shape[:3]}")
             objects = objects.astype(np.uint8)
         return ClipMasks(robot.astype(np.uint8), objects, tuple(found.object_names))
 
@@ -195,7 +192,9 @@ class BackgroundSourceHandler(_SourceHandler):
     def load_model(self) -> LoadedBackgroundSource:
         return LoadedBackgroundSource(self._source)
 
-    def run_inference(self, batch: Sequence[Episode], model: LoadedBackgroundSource, inference_args=None) -> Iterable[PredictionResult]:
+    def run_inference(
+        self, batch: Sequence[Episode], model: LoadedBackgroundSource, inference_args=None
+    ) -> Iterable[PredictionResult]:
         start = time.perf_counter()
         prepared: list[tuple[Episode, list[BackgroundRequest] | StageFailure]] = []
         for episode in batch:

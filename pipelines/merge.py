@@ -123,12 +123,17 @@ def merge_parts(output_dir: str, overwrite: bool = False) -> dict[str, Any]:
             lengths += [int(n) for n in info.shard_lengths]
             num_bytes += int(info.num_bytes)
         template = tfds.core.ShardedFileTemplate(
-            data_dir=target, dataset_name=first.name, split=split, filetype_suffix="tfrecord",
+            data_dir=target,
+            dataset_name=first.name,
+            split=split,
+            filetype_suffix="tfrecord",
             template=tfds.core.naming.DEFAULT_FILENAME_TEMPLATE,
         )
         for source, destination in zip(shards, template.sharded_filepaths(len(shards))):
             _place(source, filesystems.join(scratch, os.path.basename(os.fspath(destination))))
-        split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=num_bytes, filename_template=template))
+        split_infos.append(
+            tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=num_bytes, filename_template=template)
+        )
 
     info = builders[0].info
     info.set_splits(tfds.core.SplitDict(split_infos))
@@ -142,7 +147,9 @@ def merge_parts(output_dir: str, overwrite: bool = False) -> dict[str, Any]:
     filesystems.write_bytes(filesystems.join(output_dir, "failures.jsonl"), "".join(f + "\n" for f in failures).encode())
     for part in parts:
         for path in filesystems.list_paths(filesystems.join(part.dir, "previews", "*")):
-            filesystems.write_bytes(filesystems.join(output_dir, "previews", os.path.basename(path)), filesystems.read_bytes(path))
+            filesystems.write_bytes(
+                filesystems.join(output_dir, "previews", os.path.basename(path)), filesystems.read_bytes(path)
+            )
     return report
 
 
@@ -159,7 +166,9 @@ def finished_parts(output_dir: str) -> list[FinishedPart]:
     if not counts:
         raise MergeError(f"{parts_dir}: no parts to merge (run the recipe with --set input.part=I/N first)")
     if len(counts) > 1:
-        raise MergeError(f"{parts_dir}: parts of different partitionings ({', '.join(f'of {n}' for n in sorted(counts))}); keep one")
+        raise MergeError(
+            f"{parts_dir}: parts of different partitionings ({', '.join(f'of {n}' for n in sorted(counts))}); keep one"
+        )
     (total,) = counts
     parts, missing, unfinished = [], [], []
     for index in range(total):
@@ -203,18 +212,25 @@ def combine_reports(reports: list[dict[str, Any]], labels: list[str], *, output_
                 into[name] = into.get(name, 0) + value if isinstance(value, (int, float)) else value
     combined["splits"] = dict(sorted(splits.items()))
     stages = sorted({s for r in reports for s in r.get("seconds_per_stage", {})})
-    combined["seconds_per_stage"] = {s: round(sum(r.get("seconds_per_stage", {}).get(s, 0.0) for r in reports), 3) for s in stages}
+    combined["seconds_per_stage"] = {
+        s: round(sum(r.get("seconds_per_stage", {}).get(s, 0.0) for r in reports), 3) for s in stages
+    }
     wall = sum(float(r.get("wall_seconds", 0.0)) for r in reports)
     combined["wall_seconds"] = round(wall, 3)
     combined["frames_per_second"] = round(combined["frames"] / wall, 2) if wall > 0 else 0.0
     combined["episodes_per_second"] = round(combined["episodes_written"] / wall, 3) if wall > 0 else 0.0
     coverage_keys = sorted({k for r in reports for k in r.get("mask_coverage", {})})
     combined["mask_coverage"] = {
-        k: round(sum(r["mask_coverage"][k] * r.get("episodes_written", 0) for r in reports if k in r.get("mask_coverage", {}))
-                 / max(1, sum(r.get("episodes_written", 0) for r in reports if k in r.get("mask_coverage", {}))), 5)
+        k: round(
+            sum(r["mask_coverage"][k] * r.get("episodes_written", 0) for r in reports if k in r.get("mask_coverage", {}))
+            / max(1, sum(r.get("episodes_written", 0) for r in reports if k in r.get("mask_coverage", {}))),
+            5,
+        )
         for k in coverage_keys
     }
-    combined["failures"] = sorted((f for r in reports for f in r.get("failures", [])), key=lambda f: (f.get("split", ""), f.get("key", "")))
+    combined["failures"] = sorted(
+        (f for r in reports for f in r.get("failures", [])), key=lambda f: (f.get("split", ""), f.get("key", ""))
+    )
     combined["output_dataset"] = output_dataset
     combined["parts"] = [
         {"part": label, **{key: r.get(key, 0) for key in _COUNTS}, "wall_seconds": r.get("wall_seconds", 0.0)}
@@ -232,7 +248,9 @@ def _check_same(parts: list[FinishedPart], builders) -> None:
     first, features = parts[0], builders[0].info.features.to_json()
     for part, builder in zip(parts[1:], builders[1:]):
         if (part.name, part.version) != (first.name, first.version):
-            raise MergeError(f"{part.dataset_dir}: dataset {part.name}/{part.version} differs from part {first.label}'s {first.name}/{first.version}")
+            raise MergeError(
+                f"{part.dataset_dir}: dataset {part.name}/{part.version} differs from part {first.label}'s {first.name}/{first.version}"
+            )
         if builder.info.features.to_json() != features:
             raise MergeError(f"{part.dataset_dir}/features.json differs from part {first.label}'s")
         # Not recipe_sha256: it covers input.part, which differs from part to part.
@@ -296,7 +314,7 @@ def _subfolders(folder: str) -> list[str]:
     """Names of the folders directly in ``folder`` (remote: prefixes that hold objects)."""
     if not filesystems.is_remote(folder):
         return sorted(e.name for e in os.scandir(folder) if e.is_dir()) if os.path.isdir(folder) else []
-    names = {p[len(folder):].strip("/").split("/")[0] for p in filesystems.list_paths(filesystems.join(folder, "**"))}
+    names = {p[len(folder) :].strip("/").split("/")[0] for p in filesystems.list_paths(filesystems.join(folder, "**"))}
     return sorted(n for n in names if n)
 
 

@@ -178,7 +178,9 @@ class AugmentPipeline:
         cameras = recipe.input.cameras or source.cameras
         for camera in cameras:
             if camera not in source.cameras:
-                raise RecipeError(f"input.cameras: {camera!r} is not a camera of {source.dir}; it has {', '.join(source.cameras)}")
+                raise RecipeError(
+                    f"input.cameras: {camera!r} is not a camera of {source.dir}; it has {', '.join(source.cameras)}"
+                )
         check_sources(recipe, source.observation_features, cameras)
 
         output_root = resolve_path(recipe.output.dir)
@@ -210,8 +212,17 @@ class AugmentPipeline:
         object_shapes = {c: source.camera_shape(c)[:2] for c in object_cameras}
         features = output_features(source.features, mask_cameras=mask_cameras, object_cameras=object_shapes)
         return RunPlan(
-            source, splits, cameras, output_root, dataset_dir, name, version, features, object_cameras,
-            shards=shards, finished_part=recipe.input.part if finished else "",
+            source,
+            splits,
+            cameras,
+            output_root,
+            dataset_dir,
+            name,
+            version,
+            features,
+            object_cameras,
+            shards=shards,
+            finished_part=recipe.input.part if finished else "",
         )
 
     def split_transform(self, plan: RunPlan, split: str, work_dir: str) -> beam.PTransform:
@@ -257,7 +268,9 @@ class _AugmentSplit(beam.PTransform):
     """One split: read -> segment -> background -> compose; per-episode records and progress
     go to the run's ``work_dir``."""
 
-    def __init__(self, *, shards: list[ShardSpec], features, recipe: Recipe, cameras: list[str], compose: ComposePlan, work_dir: str):
+    def __init__(
+        self, *, shards: list[ShardSpec], features, recipe: Recipe, cameras: list[str], compose: ComposePlan, work_dir: str
+    ):
         super().__init__()
         self._shards = shards
         self._features = features
@@ -287,13 +300,19 @@ class _AugmentSplit(beam.PTransform):
         if background_source is not None:
             bg = recipe.background
             handler = BackgroundSourceHandler(
-                background_source, plan=recipe.plan_settings(),
-                batch_size=bg.batch_size, large_model=bg.large_model, model_copies=bg.model_copies, **common,
+                background_source,
+                plan=recipe.plan_settings(),
+                batch_size=bg.batch_size,
+                large_model=bg.large_model,
+                model_copies=bg.model_copies,
+                **common,
             )
             drawn = episodes | "Background" >> RunSourceStage(handler)
             episodes, records = drawn.episodes, records + [drawn[RECORDS]]
 
-        composed = episodes | "Compose" >> beam.ParDo(ComposeVariants(self._compose, recipe.fail_fast)).with_outputs(RECORDS, main="examples")
+        composed = episodes | "Compose" >> beam.ParDo(ComposeVariants(self._compose, recipe.fail_fast)).with_outputs(
+            RECORDS, main="examples"
+        )
         records.append(composed[RECORDS])
 
         _ = (
@@ -333,5 +352,5 @@ def _check_protected_cameras(recipe: Recipe, cameras: list[str]) -> None:
     for camera in recipe.composite.protect:
         if camera != "*" and camera not in cameras:
             raise RecipeError(
-                f"composite.protect.{camera}: not a camera of this run; cameras: {', '.join(cameras)} (or \"*\" for all)"
+                f'composite.protect.{camera}: not a camera of this run; cameras: {", ".join(cameras)} (or "*" for all)'
             )

@@ -222,12 +222,8 @@ def recipe_from_dict(raw: dict) -> Recipe:
     for key, cls in _SECTIONS.items():
         if key in raw:
             values[key] = dataclass_from_dict(cls, raw[key], key)
-    values["segmentation"] = _source_section(
-        SegmentationSettings, raw.get("segmentation", {}), "segmentation", mask_source_class
-    )
-    values["background"] = _source_section(
-        BackgroundSettings, raw.get("background", {}), "background", background_source_class
-    )
+    values["segmentation"] = _source_section(SegmentationSettings, raw.get("segmentation", {}), "segmentation", mask_source_class)
+    values["background"] = _source_section(BackgroundSettings, raw.get("background", {}), "background", background_source_class)
     recipe = Recipe(**values)
     _check_cross_section(recipe)
     return recipe

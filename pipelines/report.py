@@ -58,7 +58,9 @@ class RunReport:
                 f"first {first['key']}: {first['reason']}"
             )
         if self.failures:
-            lines.append(f"failures: {len(self.failures)} (see failures.jsonl); first: {self.failures[0]['key']}: {self.failures[0]['reason']}")
+            lines.append(
+                f"failures: {len(self.failures)} (see failures.jsonl); first: {self.failures[0]['key']}: {self.failures[0]['reason']}"
+            )
         return "\n".join(lines)
 
     @property
@@ -67,8 +69,16 @@ class RunReport:
         return [s for s, c in self.splits.items() if c["episodes_in"] and not c["episodes_written"]]
 
 
-def build_report(records: list[EpisodeRecord], *, recipe_name: str, recipe_sha256: str, input_dir: str,
-                 output_dataset: str, wall_seconds: float, splits: list[str] = ()) -> RunReport:
+def build_report(
+    records: list[EpisodeRecord],
+    *,
+    recipe_name: str,
+    recipe_sha256: str,
+    input_dir: str,
+    output_dataset: str,
+    wall_seconds: float,
+    splits: list[str] = (),
+) -> RunReport:
     """Aggregate per-episode records into the run's report (every split in ``splits`` listed)."""
     written = [r for r in records if r.status == "written"]
     failures = sorted((r for r in records if r.status == "failed"), key=lambda r: r.key)

@@ -264,9 +264,9 @@ def _failures_section(failures: list[dict[str, Any]]) -> str:
     if not failures:
         return '<section id="failures"><h2>Failures</h2><p class="empty">No episode failed.</p></section>'
     rows = "".join(
-        f'<tr><td><code>{_e(f.get("key", ""))}</code></td><td>{_e(f.get("split", ""))}</td>'
+        f"<tr><td><code>{_e(f.get('key', ''))}</code></td><td>{_e(f.get('split', ''))}</td>"
         f'<td>{_e(f.get("stage", ""))}</td><td class="reason">{_e(f.get("reason", ""))}</td>'
-        f'<td><code>{_e(f.get("source", ""))}</code></td></tr>'
+        f"<td><code>{_e(f.get('source', ''))}</code></td></tr>"
         for f in failures
     )
     return (
@@ -311,7 +311,9 @@ def _stages_section(stages: dict[str, float]) -> str:
     if not stages:
         return '<section id="stages"><h2>Time per stage</h2><p class="empty">No stage times recorded.</p></section>'
     total = sum(stages.values())
-    rows = _bar_rows(_ordered(stages, _STAGE_ORDER), total, lambda v: f"{v:,.2f} s ({100 * v / total:.0f} %)" if total else f"{v:.2f} s")
+    rows = _bar_rows(
+        _ordered(stages, _STAGE_ORDER), total, lambda v: f"{v:,.2f} s ({100 * v / total:.0f} %)" if total else f"{v:.2f} s"
+    )
     return (
         '<section id="stages"><h2>Time per stage</h2>'
         "<p>Worker seconds summed over episodes (workers run in parallel, so the sum can exceed the wall time).</p>"
@@ -354,14 +356,13 @@ def _gallery_section(previews: list[PreviewEntry]) -> str:
             rows = (
                 '<div class="rowlabel">original <span class="with-masks">with masks</span></div>'
                 '<div class="stack">'
-                f'{_img(p.original, f"{label}: original", "row original")}'
-                f'{_img(p.masks, f"{label}: masks", "row mask-row")}'
+                f"{_img(p.original, f'{label}: original', 'row original')}"
+                f"{_img(p.masks, f'{label}: masks', 'row mask-row')}"
                 f"</div>{variants}"
             )
         gif = f'<div class="rowlabel">clip (original | variants)</div>{_img(p.gif, f"{label}: clip", "clip")}' if p.gif else ""
         figures.append(
-            f'<figure class="preview" data-split="{_e(p.split)}"><figcaption>{_e(label)}</figcaption>'
-            f"{rows}{gif}</figure>"
+            f'<figure class="preview" data-split="{_e(p.split)}"><figcaption>{_e(label)}</figcaption>{rows}{gif}</figure>'
         )
     return (
         f'<section id="gallery"><h2>Previews ({len(previews)})</h2>'

@@ -188,8 +188,14 @@ def open_dataset(path: str) -> SourceDataset:
     for split in info.splits:
         shards[split], missing[split] = split_shards(path, info.splits[split])
         if missing[split]:
-            log.warning("%s: split %s lacks %d of %d shard files (their episodes will be reported as lost), e.g. %s",
-                        path, split, len(missing[split]), len(shards[split]), missing[split][0])
+            log.warning(
+                "%s: split %s lacks %d of %d shard files (their episodes will be reported as lost), e.g. %s",
+                path,
+                split,
+                len(missing[split]),
+                len(shards[split]),
+                missing[split][0],
+            )
     observation = describe_observation(features)
     return SourceDataset(
         dir=path,
@@ -218,8 +224,7 @@ def find_version_folder(path: str) -> str:
             continue  # not named like a version (x.y.z)
     if not versions:
         raise DatasetError(
-            f"{path}: not a TFDS dataset (no dataset_info.json here or in a <version>/ folder below; "
-            "point at <name>/<version>/)"
+            f"{path}: not a TFDS dataset (no dataset_info.json here or in a <version>/ folder below; point at <name>/<version>/)"
         )
     versions.sort()
     version, folder = versions[-1]
@@ -323,7 +328,9 @@ def _camera_verdict(name: str, feature, shape: tuple, dtype: str) -> tuple[bool,
         return False, f"{what}: the name says {sorted(words & _NOT_CAMERA_WORDS)[0]}, not a camera view"
     if not is_image and (shape[0] is None or shape[1] is None or min(shape[:2]) < 8):
         return False, f"{what}: too small or unsized for an image"
-    encoding = f", {feature.encoding_format}" if is_image and feature.encoding_format else (", undeclared encoding" if is_image else "")
+    encoding = (
+        f", {feature.encoding_format}" if is_image and feature.encoding_format else (", undeclared encoding" if is_image else "")
+    )
     return True, f"{what}{encoding}"
 
 
@@ -427,10 +434,14 @@ def output_features(
     )
     source_observation = source_features["steps"]["observation"]
     observation = top["steps"]["sequence"]["feature"]["featuresDict"]["features"]["observation"]
-    added = [(c, size, mask_feature_name, "oxe-augment robot label map: 0 background, 1 body, 2 arm, 3 gripper")
-             for c, size in mask_cameras.items()]
-    added += [(c, size, object_mask_feature_name, "oxe-augment task-object label map: 0 none, k = task object k")
-              for c, size in (object_cameras or {}).items()]
+    added = [
+        (c, size, mask_feature_name, "oxe-augment robot label map: 0 background, 1 body, 2 arm, 3 gripper")
+        for c, size in mask_cameras.items()
+    ]
+    added += [
+        (c, size, object_mask_feature_name, "oxe-augment task-object label map: 0 none, k = task object k")
+        for c, size in (object_cameras or {}).items()
+    ]
     for camera, (height, width), feature_name, doc in added:
         path = sibling_path(observation_path(source_observation, camera), feature_name)
         node = observation

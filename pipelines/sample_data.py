@@ -214,9 +214,7 @@ def write_sample_dataset(
     ``out_dir`` must not exist or be empty. Returns ``out_dir`` as a path; load it with
     ``tfds.builder_from_directory(out_dir)``.
     """
-    spec = SampleSpec(
-        episodes=episodes, steps=steps, size=size, robots=tuple(robots), cameras=cameras, wrist=wrist, seed=seed
-    )
+    spec = SampleSpec(episodes=episodes, steps=steps, size=size, robots=tuple(robots), cameras=cameras, wrist=wrist, seed=seed)
     out = pathlib.Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"output folder {out} exists and is not empty")
@@ -263,9 +261,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=",".join(ROBOT_NAMES),
         help=f"comma-separated robots, episodes cycle through them (default {','.join(ROBOT_NAMES)})",
     )
-    parser.add_argument(
-        "--cameras", type=int, choices=(1, 2), default=2, help="static third-person cameras (default 2)"
-    )
+    parser.add_argument("--cameras", type=int, choices=(1, 2), default=2, help="static third-person cameras (default 2)")
     parser.add_argument("--wrist", action="store_true", help="add a wrist camera (image_wrist)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.set_defaults(handler=run_sample_data)

@@ -79,7 +79,9 @@ class ReadEpisodes(beam.PTransform):
             # One shard holds many episodes: spread them over the workers.
             | "Spread" >> beam.Reshuffle()
         )
-        return raw | "Decode" >> beam.ParDo(_DecodeEpisode(self._features, self._fail_fast)).with_outputs(RECORDS, main="episodes")
+        return raw | "Decode" >> beam.ParDo(_DecodeEpisode(self._features, self._fail_fast)).with_outputs(
+            RECORDS, main="episodes"
+        )
 
 
 class _DecodeEpisode(beam.DoFn):
@@ -214,8 +216,14 @@ class ComposeVariants(beam.DoFn):
         yield beam.pvalue.TaggedOutput(
             RECORDS,
             EpisodeRecord(
-                key, episode.split, "written", steps=episode.num_frames, frames=episode.num_frames * cameras,
-                written=len(outputs), seconds=seconds, coverage=coverage,
+                key,
+                episode.split,
+                "written",
+                steps=episode.num_frames,
+                frames=episode.num_frames * cameras,
+                written=len(outputs),
+                seconds=seconds,
+                coverage=coverage,
             ),
         )
 

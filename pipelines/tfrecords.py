@@ -220,7 +220,9 @@ def read_shard(shard: ShardSpec, max_episodes: int | None = None) -> Iterator[Ra
     yield from _after_damage(shard, index, stop, after_damage)
 
 
-def _after_damage(shard: ShardSpec, index: int, stop: int, items: list[Record | DamagedSpan]) -> Iterator[RawEpisode | ReadFailure]:
+def _after_damage(
+    shard: ShardSpec, index: int, stop: int, items: list[Record | DamagedSpan]
+) -> Iterator[RawEpisode | ReadFailure]:
     intact = sum(isinstance(item, Record) for item in items)
     spans = [item for item in items if isinstance(item, DamagedSpan)]
     lost_total = max(0, shard.first_index + shard.expected - index - intact)

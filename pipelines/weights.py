@@ -249,9 +249,13 @@ def download(model: KnownModel, cache_dir: str | None = None, repo_id: str | Non
         paths = [hf_hub_download(repo_id, name, cache_dir=cache_dir, endpoint=hub_endpoint()) for name in model.files]
         return paths[0]
     except GatedRepoError:
-        raise WeightsError(manual_instructions(
-            model, f"{model.hub_url()} is gated: accept its licence on that page, then log in "
-            "(`hf auth login` or HF_TOKEN) and run this again")) from None
+        raise WeightsError(
+            manual_instructions(
+                model,
+                f"{model.hub_url()} is gated: accept its licence on that page, then log in "
+                "(`hf auth login` or HF_TOKEN) and run this again",
+            )
+        ) from None
     except RepositoryNotFoundError:
         raise WeightsError(manual_instructions(model, f"the Hub has no repository {repo_id}")) from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as e:
@@ -332,10 +336,10 @@ def resolve_weights(path_or_hub_id: str, allow_download: bool = False, cache_dir
             )
     try:
         if filename:
-            return hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=not allow_download,
-                                   endpoint=hub_endpoint())
-        return snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=not allow_download,
-                                 endpoint=hub_endpoint())
+            return hf_hub_download(
+                repo_id, filename, cache_dir=cache_dir, local_files_only=not allow_download, endpoint=hub_endpoint()
+            )
+        return snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=not allow_download, endpoint=hub_endpoint())
     except (LocalEntryNotFoundError, OSError) as e:
         hint = "" if allow_download else " (downloads are off: run `oxe-augment weights get` or `hf download` first)"
         raise WeightsError(
@@ -357,14 +361,20 @@ def add_parser(subparsers) -> None:
         f"(HF_HUB_CACHE / HF_HOME). Known models: {', '.join(KNOWN_MODELS)}.",
     )
     commands = parser.add_subparsers(title="weights commands", metavar="WHAT")
-    get = commands.add_parser("get", help="download a known model into the Hugging Face cache",
-                              description="Download a known model; prints the path to give the recipe.")
+    get = commands.add_parser(
+        "get",
+        help="download a known model into the Hugging Face cache",
+        description="Download a known model; prints the path to give the recipe.",
+    )
     get.add_argument("name", choices=sorted(KNOWN_MODELS), metavar="NAME", help=", ".join(KNOWN_MODELS))
     get.add_argument("--repo", help="another Hub repository with the same files (a mirror or a fine-tune)")
     get.add_argument("--cache-dir", help="cache folder (default: HF_HUB_CACHE, HF_HOME/hub or ~/.cache/huggingface/hub)")
     get.set_defaults(handler=get_command)
-    listing = commands.add_parser("list", help="show which known models are in the cache, and where",
-                                  description="Known models, whether the cache holds them, and the path to give recipes.")
+    listing = commands.add_parser(
+        "list",
+        help="show which known models are in the cache, and where",
+        description="Known models, whether the cache holds them, and the path to give recipes.",
+    )
     listing.add_argument("--cache-dir", help="cache folder (default: as for get)")
     listing.set_defaults(handler=list_command)
     parser.set_defaults(handler=lambda args: (parser.print_help(), EXIT_CONFIG)[1])

@@ -228,7 +228,9 @@ def score_clip(
     if pred.shape != gt.shape:
         raise ValueError(f"camera {camera}: prediction shape {pred.shape} != ground truth shape {gt.shape}")
     per_target = {
-        t: score_object(target_mask(pred, t), target_mask(gt, t), frame_ids=frame_ids, skip_first_last=skip_first_last, bound_th=bound_th)
+        t: score_object(
+            target_mask(pred, t), target_mask(gt, t), frame_ids=frame_ids, skip_first_last=skip_first_last, bound_th=bound_th
+        )
         for t in targets
     }
     return frames_from_objects(camera, per_target)
@@ -295,9 +297,7 @@ def frames_from_objects(camera: str, per_target: Mapping[str, Sequence[tuple[int
     return [FrameScores(camera=camera, frame=f, targets=by_frame[f]) for f in sorted(by_frame)]
 
 
-def episode_scores(
-    key: str, pred_key: str, frames: Sequence[FrameScores], targets: Iterable[str] = TARGETS
-) -> EpisodeScores:
+def episode_scores(key: str, pred_key: str, frames: Sequence[FrameScores], targets: Iterable[str] = TARGETS) -> EpisodeScores:
     """Collect an episode's frame scores and average each target over the frames it was scored on."""
     mean = {}
     for t in targets:
@@ -342,8 +342,16 @@ def csv_rows(result: EvalResult, setting: str = "") -> list[dict[str, object]]:
         for target, score in episode.mean.items():
             frames = sum(1 for f in episode.frames if target in f.targets)
             rows.append(
-                {"video": episode.key, "pred_key": episode.pred_key, "setting": setting, "target": target, "frames": frames,
-                 "J": 100 * score.J, "F": 100 * score.F, "JF": 100 * score.JF}
+                {
+                    "video": episode.key,
+                    "pred_key": episode.pred_key,
+                    "setting": setting,
+                    "target": target,
+                    "frames": frames,
+                    "J": 100 * score.J,
+                    "F": 100 * score.F,
+                    "JF": 100 * score.JF,
+                }
             )
     return rows
 

@@ -152,7 +152,9 @@ class Sam2VideoModel(nn.Module):
         self.sam = sam
         self._compiled_forward_image: Callable | None = None
 
-    def segment_video(self, frames: np.ndarray, prompts: list[FramePrompt], options: InferenceOptions | None = None) -> np.ndarray:
+    def segment_video(
+        self, frames: np.ndarray, prompts: list[FramePrompt], options: InferenceOptions | None = None
+    ) -> np.ndarray:
         """Label maps ``(T, H, W)`` uint8 of the prompted targets in ``frames`` ``(T, H, W, 3)`` uint8."""
         options = options or InferenceOptions()
         if options.compile and self._compiled_forward_image is None:
@@ -162,7 +164,9 @@ class Sam2VideoModel(nn.Module):
         return label_maps_from_masks(masks, frames.shape[:3])
 
 
-def build_sam2_video_model(config: str, checkpoint: str | None, device: str | torch.device, overrides: list[str] = ()) -> Sam2VideoModel:
+def build_sam2_video_model(
+    config: str, checkpoint: str | None, device: str | torch.device, overrides: list[str] = ()
+) -> Sam2VideoModel:
     """SAM 2 from the ``sam2`` package's ``config`` (Hydra overrides allowed), in eval mode."""
     from sam2.build_sam import build_sam2_video_predictor
 
@@ -183,7 +187,9 @@ class Sam2MaskSource(MaskSource):
     def check(self, features, cameras) -> None:
         o = self.options
         if o.prompts is None:
-            raise SourceConfigError("segmentation.prompts: source=sam2 needs a prompt file (JSON of clicks/boxes per episode and camera)")
+            raise SourceConfigError(
+                "segmentation.prompts: source=sam2 needs a prompt file (JSON of clicks/boxes per episode and camera)"
+            )
         try:
             load_prompt_file(o.prompts)
         except PromptFileError as e:
@@ -194,11 +200,15 @@ class Sam2MaskSource(MaskSource):
 
             compose(config_name=o.sam2_config, overrides=list(o.sam2_overrides))
         except Exception as e:  # noqa: BLE001 - any config problem is reported the same way
-            raise SourceConfigError(f"segmentation.sam2_config: cannot load {o.sam2_config!r} with overrides {o.sam2_overrides}: {e}") from None
+            raise SourceConfigError(
+                f"segmentation.sam2_config: cannot load {o.sam2_config!r} with overrides {o.sam2_overrides}: {e}"
+            ) from None
         check_checkpoint(o.checkpoint, o.allow_random_init)
         check_device(o.device)
         if o.missing_prompts not in MISSING_PROMPTS:
-            raise SourceConfigError(f"segmentation.missing_prompts: expected one of {', '.join(MISSING_PROMPTS)}, got {o.missing_prompts!r}")
+            raise SourceConfigError(
+                f"segmentation.missing_prompts: expected one of {', '.join(MISSING_PROMPTS)}, got {o.missing_prompts!r}"
+            )
         if o.chunk_size < 1:
             raise SourceConfigError("segmentation.chunk_size: must be >= 1")
 
@@ -214,5 +224,7 @@ class Sam2MaskSource(MaskSource):
         if not prompts:
             if o.missing_prompts == "empty":
                 return np.zeros(clip.frames.shape[:3], dtype=np.uint8)
-            raise ValueError(f"episode {clip.episode_key}, camera {clip.camera}: no prompts in {o.prompts} (missing_prompts: error)")
+            raise ValueError(
+                f"episode {clip.episode_key}, camera {clip.camera}: no prompts in {o.prompts} (missing_prompts: error)"
+            )
         return model.segment_video(clip.frames, prompts, inference_options(o))

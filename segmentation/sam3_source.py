@@ -192,9 +192,13 @@ class Sam3MaskSource(MaskSource):
         robot_prompts = list(dict.fromkeys(p.strip() for p in o.robot_prompts))
         objects = self.object_prompts(clip.instruction)
         try:
-            found = model.segment_video(clip.frames, robot_prompts + objects, o.max_frames, o.score_threshold, o.new_object_threshold)
+            found = model.segment_video(
+                clip.frames, robot_prompts + objects, o.max_frames, o.score_threshold, o.new_object_threshold
+            )
         except Exception as e:
-            raise RuntimeError(f"episode {clip.episode_key}, camera {clip.camera}: SAM 3 failed on prompts {robot_prompts + objects}: {e}") from e
+            raise RuntimeError(
+                f"episode {clip.episode_key}, camera {clip.camera}: SAM 3 failed on prompts {robot_prompts + objects}: {e}"
+            ) from e
         robot = robot_label_map(found, {p.strip(): t for p, t in o.robot_prompts.items()}, clip.frames.shape[:3])
         if not self.object_cameras({}, [clip.camera]):
             return ClipMasks(robot=robot)
@@ -251,7 +255,9 @@ def check_model_location(model: str, allow_download: bool) -> None:
             )
         return
     if not _HUB_ID.match(model):
-        raise SourceConfigError(f"segmentation.model: {path} is not a folder (nor a Hugging Face id like {RELEASED_MODEL}); {how}")
+        raise SourceConfigError(
+            f"segmentation.model: {path} is not a folder (nor a Hugging Face id like {RELEASED_MODEL}); {how}"
+        )
     if allow_download:
         return
     from huggingface_hub import try_to_load_from_cache

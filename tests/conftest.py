@@ -48,7 +48,9 @@ def sample_dir(tmp_path_factory) -> pathlib.Path:
     from pipelines.sample_data import write_sample_dataset
 
     out = tmp_path_factory.mktemp("sample") / "oxe_augment_sample" / "1.0.0"
-    return write_sample_dataset(out, episodes=3, steps=6, size=64, robots=["panda", "kuka", "xarm"], cameras=2, wrist=False, seed=0)
+    return write_sample_dataset(
+        out, episodes=3, steps=6, size=64, robots=["panda", "kuka", "xarm"], cameras=2, wrist=False, seed=0
+    )
 
 
 def run_cli(*argv: str) -> int:

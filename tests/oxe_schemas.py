@@ -255,7 +255,12 @@ def _jaco_play() -> dict:
 def _berkeley_autolab_ur5() -> dict:
     return {
         "steps": {
-            "action": {"gripper_closedness_action": S(f32), "rotation_delta": T(3), "terminate_episode": S(f32), "world_vector": T(3)},
+            "action": {
+                "gripper_closedness_action": S(f32),
+                "rotation_delta": T(3),
+                "terminate_episode": S(f32),
+                "world_vector": T(3),
+            },
             "observation": {
                 "image": Img(24, 32),
                 "hand_image": Img(24, 32),
@@ -393,7 +398,11 @@ def _nested_cameras() -> dict:
     return {
         "steps": {
             "observation": {
-                "images": {"wrist": Img(12, 12, enc="png"), "top": Img(16, 24, enc="jpeg"), "depth": Img(12, 12, 1, dtype=u16, enc="png")},
+                "images": {
+                    "wrist": Img(12, 12, enc="png"),
+                    "top": Img(16, 24, enc="jpeg"),
+                    "depth": Img(12, 12, 1, dtype=u16, enc="png"),
+                },
                 "front_rgb_array": T(14, 18, 3, dtype=u8),
                 "segmentation": Img(12, 12, enc="png"),
                 "state": T(4),
@@ -410,24 +419,60 @@ SCHEMAS: list[Schema] = [
     Schema("fractal20220817_data", "0.1.0", _fractal, ("image",), shards=2, splits=(("train", 3),)),
     Schema("kuka", "0.1.0", _kuka, ("image",), template=INDEX_TEMPLATE),
     Schema("bridge", "0.1.0", _bridge_oxe, ("image",), splits=(("train", 2), ("test", 1)), undeclared_jpeg=True),
-    Schema("bridge_dataset", "1.0.0", _bridge_dataset, ("image_0", "image_1", "image_2", "image_3"), ("depth_0",),
-           splits=(("train", 2), ("val", 1))),
+    Schema(
+        "bridge_dataset",
+        "1.0.0",
+        _bridge_dataset,
+        ("image_0", "image_1", "image_2", "image_3"),
+        ("depth_0",),
+        splits=(("train", 2), ("val", 1)),
+    ),
     Schema("language_table", "0.1.0", _language_table, ("rgb",), template="{SPLIT}-{DATASET}.{FILEFORMAT}@{SHARD_INDEX}"),
-    Schema("taco_play", "0.1.0", _taco_play, ("rgb_gripper", "rgb_static"), ("depth_gripper", "depth_static"),
-           splits=(("train", 2), ("test", 1))),
+    Schema(
+        "taco_play",
+        "0.1.0",
+        _taco_play,
+        ("rgb_gripper", "rgb_static"),
+        ("depth_gripper", "depth_static"),
+        splits=(("train", 2), ("test", 1)),
+    ),
     Schema("jaco_play", "0.1.0", _jaco_play, ("image", "image_wrist"), undeclared_jpeg=True),
     Schema("berkeley_autolab_ur5", "0.1.0", _berkeley_autolab_ur5, ("hand_image", "image"), ("image_with_depth",)),
     Schema("toto", "0.1.0", _toto, ("image",), template=INDEX_TEMPLATE, shards=2, splits=(("train", 3),)),
-    Schema("droid", "1.0.1", _droid, ("exterior_image_1_left", "exterior_image_2_left", "wrist_image_left"),
-           template="{DATASET}.{SPLIT}.{SHARD_X_OF_Y}.{FILEFORMAT}"),
-    Schema("nyu_franka_play_dataset_converted_externally_to_rlds", "0.1.0", _nyu_franka_play,
-           ("image", "image_additional_view"), ("depth", "depth_additional_view"), splits=(("train", 2), ("val", 1))),
-    Schema("stanford_kuka_multimodal_dataset_converted_externally_to_rlds", "0.1.0", _stanford_kuka_multimodal,
-           ("image",), ("depth_image", "optical_flow")),
-    Schema("maniskill_dataset_converted_externally_to_rlds", "0.1.0", _maniskill, ("image", "wrist_image"),
-           ("depth", "wrist_depth")),
-    Schema("nested_cameras", "1.0.0", _nested_cameras, ("front_rgb_array", "images/top", "images/wrist"),
-           ("images/depth", "segmentation"), steps=(1, 2), template=INDEX_TEMPLATE),
+    Schema(
+        "droid",
+        "1.0.1",
+        _droid,
+        ("exterior_image_1_left", "exterior_image_2_left", "wrist_image_left"),
+        template="{DATASET}.{SPLIT}.{SHARD_X_OF_Y}.{FILEFORMAT}",
+    ),
+    Schema(
+        "nyu_franka_play_dataset_converted_externally_to_rlds",
+        "0.1.0",
+        _nyu_franka_play,
+        ("image", "image_additional_view"),
+        ("depth", "depth_additional_view"),
+        splits=(("train", 2), ("val", 1)),
+    ),
+    Schema(
+        "stanford_kuka_multimodal_dataset_converted_externally_to_rlds",
+        "0.1.0",
+        _stanford_kuka_multimodal,
+        ("image",),
+        ("depth_image", "optical_flow"),
+    ),
+    Schema(
+        "maniskill_dataset_converted_externally_to_rlds", "0.1.0", _maniskill, ("image", "wrist_image"), ("depth", "wrist_depth")
+    ),
+    Schema(
+        "nested_cameras",
+        "1.0.0",
+        _nested_cameras,
+        ("front_rgb_array", "images/top", "images/wrist"),
+        ("images/depth", "segmentation"),
+        steps=(1, 2),
+        template=INDEX_TEMPLATE,
+    ),
 ]
 
 BY_NAME = {schema.name: schema for schema in SCHEMAS}
@@ -510,7 +555,8 @@ def episode_example(schema: Schema, features: F.FeaturesDict, episode: int) -> d
     steps = schema.steps[episode % len(schema.steps)]
     step_features = features["steps"].feature
     example = {
-        key: _fill(feature, rng, episode, 0, steps, schema.undeclared_jpeg) if isinstance(feature, F.FeaturesDict)
+        key: _fill(feature, rng, episode, 0, steps, schema.undeclared_jpeg)
+        if isinstance(feature, F.FeaturesDict)
         else _value(feature, rng, key, episode, 0, steps, schema.undeclared_jpeg)
         for key, feature in features.items()
         if key != "steps"

@@ -19,7 +19,10 @@ def bridge_episodes(bridge_dir, count=2):
     source = open_dataset(str(bridge_dir))
     records = tf.data.TFRecordDataset(source.shards["train"][0].path).take(count).as_numpy_iterator()
     decoders = image_decoders(source.features)
-    return [decode_episode(source.features, RawEpisode(f"train/{i:06d}", "train", i, data), decoders) for i, data in enumerate(records)]
+    return [
+        decode_episode(source.features, RawEpisode(f"train/{i:06d}", "train", i, data), decoders)
+        for i, data in enumerate(records)
+    ]
 
 
 class BoxesSource(MaskSource):

@@ -141,8 +141,16 @@ def test_previews_show_the_objects(kept):
 
 def test_objects_not_kept_are_replaced_with_the_scene(sample_dir, tmp_path):
     status = demo(
-        sample_dir, tmp_path, "--set", "segmentation.keep_objects=false", "--set", "input.max_episodes=1",
-        "--set", "output.variants_per_episode=1", "--set", "output.previews=0",
+        sample_dir,
+        tmp_path,
+        "--set",
+        "segmentation.keep_objects=false",
+        "--set",
+        "input.max_episodes=1",
+        "--set",
+        "output.variants_per_episode=1",
+        "--set",
+        "output.previews=0",
     )
     assert status == 0
     changed = []
@@ -159,8 +167,15 @@ def test_objects_not_kept_are_replaced_with_the_scene(sample_dir, tmp_path):
 
 def test_replacing_the_background_without_masks_is_refused(sample_dir, tmp_path, capsys):
     status = run_cli(
-        "run", "configs/textures.yaml", "--set", f"input.dir={sample_dir}", "--set", f"output.dir={tmp_path}/out",
-        "--set", "segmentation={source: none}", *IN_PROCESS,
+        "run",
+        "configs/textures.yaml",
+        "--set",
+        f"input.dir={sample_dir}",
+        "--set",
+        f"output.dir={tmp_path}/out",
+        "--set",
+        "segmentation={source: none}",
+        *IN_PROCESS,
     )
     assert status == 2
     err = capsys.readouterr().err
@@ -189,8 +204,15 @@ def test_no_masks_is_accepted_when_the_recipe_says_so(sample_dir, tmp_path):
 )
 def test_bad_object_settings_exit_2_naming_the_key(sample_dir, tmp_path, capsys, override, message):
     status = run_cli(
-        "run", "configs/demo.yaml", "--set", f"input.dir={sample_dir}", "--set", f"output.dir={tmp_path}/out",
-        "--set", override, *IN_PROCESS,
+        "run",
+        "configs/demo.yaml",
+        "--set",
+        f"input.dir={sample_dir}",
+        "--set",
+        f"output.dir={tmp_path}/out",
+        "--set",
+        override,
+        *IN_PROCESS,
     )
     assert status == 2
     assert message in capsys.readouterr().err

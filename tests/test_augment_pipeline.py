@@ -31,9 +31,22 @@ def robot_of(example, camera) -> np.ndarray:
 def augment(sample_dir, out, *extra):
     """The textures recipe without protected regions, PNG frames so pixels can be compared exactly."""
     return run_cli(
-        "run", "configs/textures.yaml", "--set", f"input.dir={sample_dir}", "--set", f"output.dir={out}",
-        "--set", "composite.protect={}", "--set", f"composite.feather_px={FEATHER}",
-        "--set", "output.variants_per_episode=2", "--set", "output.keep_original=true", *extra, *IN_PROCESS,
+        "run",
+        "configs/textures.yaml",
+        "--set",
+        f"input.dir={sample_dir}",
+        "--set",
+        f"output.dir={out}",
+        "--set",
+        "composite.protect={}",
+        "--set",
+        f"composite.feather_px={FEATHER}",
+        "--set",
+        "output.variants_per_episode=2",
+        "--set",
+        "output.keep_original=true",
+        *extra,
+        *IN_PROCESS,
     )
 
 
@@ -96,10 +109,23 @@ def test_same_recipe_and_seed_write_identical_shards(augmented, sample_dir, tmp_
     """A second run, in another process with two local workers, writes the same bytes."""
     _, _, first = augmented
     command = [
-        os.path.join(os.path.dirname(sys.executable), "oxe-augment"), "run", "configs/textures.yaml",
-        "--set", f"input.dir={sample_dir}", "--set", f"output.dir={tmp_path}", "--set", "composite.protect={}",
-        "--set", f"composite.feather_px={FEATHER}", "--set", "output.variants_per_episode=2",
-        "--set", "output.keep_original=true", "--set", "runner.workers=2",
+        os.path.join(os.path.dirname(sys.executable), "oxe-augment"),
+        "run",
+        "configs/textures.yaml",
+        "--set",
+        f"input.dir={sample_dir}",
+        "--set",
+        f"output.dir={tmp_path}",
+        "--set",
+        "composite.protect={}",
+        "--set",
+        f"composite.feather_px={FEATHER}",
+        "--set",
+        "output.variants_per_episode=2",
+        "--set",
+        "output.keep_original=true",
+        "--set",
+        "runner.workers=2",
     ]
     assert subprocess.run(command, capture_output=True).returncode == 0
     second = tmp_path / "oxe_augment_sample" / "1.0.0"
@@ -131,8 +157,17 @@ def test_non_image_fields_are_unchanged(augmented, sample_dir):
 def test_empty_image_library_is_an_error_at_start(sample_dir, tmp_path, capsys):
     empty = tmp_path / "no_images"
     empty.mkdir()
-    status = run_cli("run", "configs/image_library.yaml", "--set", f"input.dir={sample_dir}",
-                     "--set", f"output.dir={tmp_path}/out", "--set", f"background.path={empty}", *IN_PROCESS)
+    status = run_cli(
+        "run",
+        "configs/image_library.yaml",
+        "--set",
+        f"input.dir={sample_dir}",
+        "--set",
+        f"output.dir={tmp_path}/out",
+        "--set",
+        f"background.path={empty}",
+        *IN_PROCESS,
+    )
     assert status == 2
     assert str(empty) in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -145,9 +180,19 @@ def test_image_library_backgrounds(sample_dir, tmp_path):
     for i in range(3):
         cv2.imwrite(str(library / f"room_{i}.png"), rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
     (library / "broken.jpg").write_bytes(b"not an image")
-    status = run_cli("run", "configs/image_library.yaml", "--set", f"input.dir={sample_dir}",
-                     "--set", f"output.dir={tmp_path}/out", "--set", f"background.path={library}",
-                     "--set", "input.max_episodes=1", *IN_PROCESS)
+    status = run_cli(
+        "run",
+        "configs/image_library.yaml",
+        "--set",
+        f"input.dir={sample_dir}",
+        "--set",
+        f"output.dir={tmp_path}/out",
+        "--set",
+        f"background.path={library}",
+        "--set",
+        "input.max_episodes=1",
+        *IN_PROCESS,
+    )
     assert status == 0
     assert read_report(tmp_path / "out")["output_episodes"] == 2
 
@@ -173,13 +218,19 @@ def test_mask_of_the_wrong_size_fails_that_episode_only(sample_dir, tmp_path):
             if index == 1:
                 for step in example["steps"]:
                     mask = decode_image(step["observation"]["image_0_robot_mask"], "mask")
-                    step["observation"]["image_0_robot_mask"] = cv2.resize(mask, (32, 32), interpolation=cv2.INTER_NEAREST)[..., None]
+                    step["observation"]["image_0_robot_mask"] = cv2.resize(mask, (32, 32), interpolation=cv2.INTER_NEAREST)[
+                        ..., None
+                    ]
             yield index, example
 
     bad = tmp_path / "bad"
     tfds.dataset_builders.store_as_tfds_dataset(
-        name="oxe_augment_sample", version="1.0.0", features=features, split_datasets={"train": list(episodes())},
-        data_dir=str(bad), disable_shuffling=True,
+        name="oxe_augment_sample",
+        version="1.0.0",
+        features=features,
+        split_datasets={"train": list(episodes())},
+        data_dir=str(bad),
+        disable_shuffling=True,
     )
     out = tmp_path / "out"
     status = augment(bad / "oxe_augment_sample" / "1.0.0", out)
@@ -193,8 +244,19 @@ def test_mask_of_the_wrong_size_fails_that_episode_only(sample_dir, tmp_path):
 
 def test_protected_regions_keep_the_original_scene(sample_dir, tmp_path):
     """configs/textures.yaml keeps the bottom third of every camera (the table)."""
-    status = run_cli("run", "configs/textures.yaml", "--set", f"input.dir={sample_dir}", "--set", f"output.dir={tmp_path}",
-                     "--set", "input.max_episodes=1", "--set", "output.keep_original=false", *IN_PROCESS)
+    status = run_cli(
+        "run",
+        "configs/textures.yaml",
+        "--set",
+        f"input.dir={sample_dir}",
+        "--set",
+        f"output.dir={tmp_path}",
+        "--set",
+        "input.max_episodes=1",
+        "--set",
+        "output.keep_original=false",
+        *IN_PROCESS,
+    )
     assert status == 0
     source = raw_examples(sample_dir, "train")[0]
     for example in raw_examples(tmp_path / "oxe_augment_sample" / "1.0.0", "train"):

@@ -60,7 +60,9 @@ def test_objects_get_their_own_overlay_colour_and_the_robot_wins_where_both_are_
     overlay = mask_overlay(black, labels[0], objects=objects[0])
     only_object = (objects[0] > 0) & (labels[0] == 0)
     assert only_object.sum() == 10 * 10 + 2 * 6
-    np.testing.assert_array_equal(overlay[only_object], np.broadcast_to(np.rint(np.array(OBJECT_COLOUR) * 0.5), (only_object.sum(), 3)))
+    np.testing.assert_array_equal(
+        overlay[only_object], np.broadcast_to(np.rint(np.array(OBJECT_COLOUR) * 0.5), (only_object.sum(), 3))
+    )
     body_and_object = (objects[0] > 0) & (labels[0] == BODY)
     np.testing.assert_array_equal(overlay[body_and_object][0], np.rint(np.array(LABEL_COLOURS[BODY]) * 0.5))
     assert OBJECT_COLOUR not in LABEL_COLOURS.values()

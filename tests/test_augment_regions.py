@@ -20,9 +20,7 @@ def test_box_covers_the_pixels_whose_centres_lie_inside():
 
 
 def test_star_regions_apply_to_every_camera_and_unite_with_the_camera_own():
-    settings = CompositeSettings(
-        protect={"*": [{"box": [0.0, 0.0, 1.0, 0.25]}], "cam": [{"box": [0.0, 0.75, 1.0, 1.0]}]}
-    )
+    settings = CompositeSettings(protect={"*": [{"box": [0.0, 0.0, 1.0, 0.25]}], "cam": [{"box": [0.0, 0.75, 1.0, 1.0]}]})
     mask = protected_mask(settings, "cam", (H, W))
     assert mask[:5].all() and mask[15:].all() and not mask[5:15].any()
     other = protected_mask(settings, "wrist", (H, W))

@@ -39,10 +39,14 @@ def test_defaults_and_a_full_yaml_section_are_valid():
         ({"jitter_px": -1}, "composite.jitter_px"),
         ({"harmonize": 1.5}, "composite.harmonize"),
         ({"background_transforms": [{"NoSuchTransform": {}}]}, r"composite.background_transforms\[0\]"),
-        ({"background_transforms": [{"Blur": {}}, {"RandomBrightnessContrast": {"no_such_arg": 1}}]},
-         r"composite.background_transforms\[1\].RandomBrightnessContrast"),
-        ({"background_transforms": [{"RandomBrightnessContrast": {"brightness_limit": "much"}}]},
-         r"composite.background_transforms\[0\].RandomBrightnessContrast"),
+        (
+            {"background_transforms": [{"Blur": {}}, {"RandomBrightnessContrast": {"no_such_arg": 1}}]},
+            r"composite.background_transforms\[1\].RandomBrightnessContrast",
+        ),
+        (
+            {"background_transforms": [{"RandomBrightnessContrast": {"brightness_limit": "much"}}]},
+            r"composite.background_transforms\[0\].RandomBrightnessContrast",
+        ),
         ({"background_transforms": [{"Blur": {}, "CLAHE": {}}]}, r"composite.background_transforms\[0\]"),
         ({"background_transforms": ["Blur"]}, r"composite.background_transforms\[0\]"),
         ({"robot_transforms": [{"HorizontalFlip": {"p": 1.0}}]}, r"composite.robot_transforms\[0\].*moves pixels"),

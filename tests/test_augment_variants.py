@@ -39,7 +39,10 @@ def test_variant_seed_differs_per_part_and_ignores_python_hash_randomisation():
     result = subprocess.run(
         [sys.executable, "-c", code],
         env={**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": root},
-        capture_output=True, text=True, check=True, cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
     )
     assert result.stdout.strip() == str(variant_seed(3, "episode-9", 1, "wrist"))
 

@@ -14,9 +14,7 @@ def static_scene():
     """A smooth scene (two gradients) with a sharp-edged box: easy to inpaint, easy to check."""
     ys = np.linspace(0, 1, HEIGHT)[:, None]
     xs = np.linspace(0, 1, WIDTH)[None, :]
-    scene = np.stack(
-        [60 + 120 * xs + 0 * ys, 70 + 100 * ys + 0 * xs, 150 - 60 * xs * ys], axis=-1
-    )
+    scene = np.stack([60 + 120 * xs + 0 * ys, 70 + 100 * ys + 0 * xs, 150 - 60 * xs * ys], axis=-1)
     scene[4:10, 30:44] = (190, 90, 60)
     return np.rint(scene).astype(np.uint8)
 

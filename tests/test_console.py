@@ -19,9 +19,19 @@ PROGRESS = re.compile(
 def test_a_run_prints_only_its_own_lines_and_true_progress(sample_dir, tmp_path):
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "pipelines.cli", "run", "configs/demo.yaml",
-        "--set", f"input.dir={sample_dir}", "--set", f"output.dir={out}",
-        "--set", "runner.workers=2", "--set", "runner.progress_seconds=1",
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "run",
+        "configs/demo.yaml",
+        "--set",
+        f"input.dir={sample_dir}",
+        "--set",
+        f"output.dir={out}",
+        "--set",
+        "runner.workers=2",
+        "--set",
+        "runner.progress_seconds=1",
     ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr

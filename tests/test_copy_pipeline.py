@@ -28,8 +28,9 @@ def assert_same_value(a, b, where: str) -> None:
 def bridge_copy(bridge_dir, tmp_path_factory):
     """Copy both splits with the default local runner in multi-process mode (2 workers)."""
     out = tmp_path_factory.mktemp("copy")
-    status = run_cli("run", "configs/copy.yaml", "--set", f"input.dir={bridge_dir}", "--set", f"output.dir={out}",
-                     "--set", "runner.workers=2")
+    status = run_cli(
+        "run", "configs/copy.yaml", "--set", f"input.dir={bridge_dir}", "--set", f"output.dir={out}", "--set", "runner.workers=2"
+    )
     return status, out, out / "bridge_dataset" / "1.0.0"
 
 
@@ -96,8 +97,19 @@ def test_copy_features_json_adds_only_provenance(bridge_copy, bridge_dir):
 
 
 def test_one_split_by_override(bridge_dir, tmp_path):
-    status = run_cli("run", "configs/copy.yaml", "--set", f"input.dir={bridge_dir}", "--set", f"output.dir={tmp_path}",
-                     "--set", "input.splits=[val]", "--set", "input.max_episodes=3", *IN_PROCESS)
+    status = run_cli(
+        "run",
+        "configs/copy.yaml",
+        "--set",
+        f"input.dir={bridge_dir}",
+        "--set",
+        f"output.dir={tmp_path}",
+        "--set",
+        "input.splits=[val]",
+        "--set",
+        "input.max_episodes=3",
+        *IN_PROCESS,
+    )
     assert status == 0
     report = read_report(tmp_path)
     assert report["splits"] == {"val": {"episodes_in": 3, "episodes_written": 3, "episodes_failed": 0}}
@@ -119,8 +131,17 @@ def test_shards_without_of_n_suffix_are_read(bridge_dir, tmp_path):
     # TFDS itself reads this layout.
     assert len(list(tfds.builder_from_directory(str(source)).as_dataset(split="val").take(2))) == 2
     out = tmp_path / "out"
-    status = run_cli("run", "configs/copy.yaml", "--set", f"input.dir={source}", "--set", f"output.dir={out}",
-                     "--set", "input.max_episodes=2", *IN_PROCESS)
+    status = run_cli(
+        "run",
+        "configs/copy.yaml",
+        "--set",
+        f"input.dir={source}",
+        "--set",
+        f"output.dir={out}",
+        "--set",
+        "input.max_episodes=2",
+        *IN_PROCESS,
+    )
     assert status == 0
     assert read_report(out)["episodes_written"] == 4
 

@@ -143,9 +143,18 @@ def test_a_killed_run_leaves_the_previous_output_exactly_as_it_was(source, tmp_p
 
     # Rerun over it with more work, and kill it once it is writing into its scratch folder.
     command = [
-        str(REPO / ".venv" / "bin" / "oxe-augment"), "run", "configs/copy.yaml",
-        "--set", f"input.dir={source}", "--set", f"output.dir={out}", "--set", "output.overwrite=true",
-        "--", "--runner=DirectRunner", "--direct_running_mode=in_memory",
+        str(REPO / ".venv" / "bin" / "oxe-augment"),
+        "run",
+        "configs/copy.yaml",
+        "--set",
+        f"input.dir={source}",
+        "--set",
+        f"output.dir={out}",
+        "--set",
+        "output.overwrite=true",
+        "--",
+        "--runner=DirectRunner",
+        "--direct_running_mode=in_memory",
     ]
     if not os.path.exists(command[0]):
         command[0:1] = [sys.executable, "-m", "pipelines.cli"]
@@ -300,8 +309,13 @@ def test_frames_that_do_not_fit_their_feature_fail_their_episode_only(source, tm
     assert copy(source, out, "--set", "input.splits=[val]", "--set", "input.max_episodes=8") == 1
     failures = read_failures(out)
     assert failures == [
-        {"key": f"val/{episode:06d}", "split": "val", "stage": "check", "source": str(shard),
-         "reason": f"camera image_1, step 3: {problem}"}
+        {
+            "key": f"val/{episode:06d}",
+            "split": "val",
+            "stage": "check",
+            "source": str(shard),
+            "reason": f"camera image_1, step 3: {problem}",
+        }
         for episode, (_, problem) in damage.items()
     ]
     assert load_every_episode(out / "bridge_dataset" / "1.0.0") == {"val": 4}
@@ -317,8 +331,7 @@ def test_episodes_keep_input_order_and_the_source_metadata(source, tmp_path):
     dataset = out / "bridge_dataset" / "1.0.0"
     builder = tfds.builder_from_directory(str(dataset))
     keys = [
-        json.loads(e["episode_metadata"]["augmentation"])["source_key"]
-        for e in tfds.as_numpy(builder.as_dataset(split="val"))
+        json.loads(e["episode_metadata"]["augmentation"])["source_key"] for e in tfds.as_numpy(builder.as_dataset(split="val"))
     ]
     assert keys == [f"val/{i:06d}" for i in range(25)]
     source_info = tfds.builder_from_directory(str(source)).info
@@ -350,8 +363,17 @@ def test_episodes_keep_input_order_and_the_source_metadata(source, tmp_path):
     ],
 )
 def test_bad_names_and_values_exit_2_naming_the_key(source, tmp_path, override, message, capsys):
-    status = run_cli("run", "configs/copy.yaml", "--set", f"input.dir={source}", "--set", f"output.dir={tmp_path / 'out'}",
-                     "--set", override, "--check")
+    status = run_cli(
+        "run",
+        "configs/copy.yaml",
+        "--set",
+        f"input.dir={source}",
+        "--set",
+        f"output.dir={tmp_path / 'out'}",
+        "--set",
+        override,
+        "--check",
+    )
     assert status == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

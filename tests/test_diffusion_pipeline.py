@@ -14,9 +14,21 @@ def test_diffusion_recipe_runs_end_to_end(sample_dir, tmp_path):
     model = save_tiny_sd_inpaint(tmp_path / "tiny-sd-inpaint")
     out = tmp_path / "out"
     status = run_cli(
-        "run", "configs/diffusion_inpaint.yaml", "--set", f"input.dir={sample_dir}", "--set", f"output.dir={out}",
-        "--set", f"background.model={model}", "--set", "background.steps=2", "--set", "background.resolution=64",
-        "--set", "input.max_episodes=2", *IN_PROCESS,
+        "run",
+        "configs/diffusion_inpaint.yaml",
+        "--set",
+        f"input.dir={sample_dir}",
+        "--set",
+        f"output.dir={out}",
+        "--set",
+        f"background.model={model}",
+        "--set",
+        "background.steps=2",
+        "--set",
+        "background.resolution=64",
+        "--set",
+        "input.max_episodes=2",
+        *IN_PROCESS,
     )
     assert status == 0
     report = read_report(out)

@@ -18,7 +18,6 @@ from tests.conftest import BRIDGE, run_cli
 CAMERAS = ("image_0", "image_1")
 
 
-
 @pytest.fixture(scope="module")
 def gt_dir(tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("gt") / "1.0.0"
@@ -32,9 +31,7 @@ def gt_label_maps(gt_dir) -> list[dict[str, np.ndarray]]:
     episodes = []
     for episode in tfds.as_numpy(builder.as_dataset("train", shuffle_files=False)):
         steps = list(episode["steps"])
-        episodes.append(
-            {c: np.stack([s["observation"][mask_feature_name(c)][..., 0] for s in steps]) for c in CAMERAS}
-        )
+        episodes.append({c: np.stack([s["observation"][mask_feature_name(c)][..., 0] for s in steps]) for c in CAMERAS})
     return episodes
 
 
@@ -85,9 +82,7 @@ def test_all_background_prediction_scores_zero_where_gt_has_the_target(gt_dir, g
         for camera in CAMERAS:
             write_vrs_video(pred, evaluate.vrs_video_name(f"train/{index:06d}", camera), np.zeros_like(episode[camera]))
             clips.append(episode[camera])
-    result = evaluate.evaluate(
-        evaluate.open_mask_dataset(pred, "train"), evaluate.open_mask_dataset(gt_dir, "train")
-    )
+    result = evaluate.evaluate(evaluate.open_mask_dataset(pred, "train"), evaluate.open_mask_dataset(gt_dir, "train"))
     assert len(result.episodes) == 4 and not result.unmatched_pred and not result.unmatched_gt
     for target in TARGETS:
         expected = expected_score_of_empty_prediction(clips, target)

@@ -59,8 +59,17 @@ def test_a_corrupt_record_fails_that_episode_only(bridge_dir, tmp_path):
     val.write_bytes(bytes(data))
 
     out = tmp_path / "out"
-    status = run_cli("run", "configs/copy.yaml", "--set", f"input.dir={source}", "--set", f"output.dir={out}",
-                     "--set", "input.splits=[val]", *IN_PROCESS)
+    status = run_cli(
+        "run",
+        "configs/copy.yaml",
+        "--set",
+        f"input.dir={source}",
+        "--set",
+        f"output.dir={out}",
+        "--set",
+        "input.splits=[val]",
+        *IN_PROCESS,
+    )
     assert status == 1
     report = read_report(out)
     # Reading resynchronises at episode 21: only the damaged episode is lost.

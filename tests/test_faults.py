@@ -33,8 +33,9 @@ def tree_hash(folder: pathlib.Path) -> str:
 def test_interruptible_turns_sigterm_into_a_short_message_and_ends_children(tmp_path):
     """pipelines.signals on its own: a child process sleeping in the block is SIGTERMed."""
     script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(
-        """
+    script.write_text(
+        textwrap.dedent(
+            """
         import subprocess, sys, time
         from pipelines.signals import interruptible
 
@@ -46,7 +47,8 @@ def test_interruptible_turns_sigterm_into_a_short_message_and_ends_children(tmp_
             print(f"error: {stop.message}", file=sys.stderr)
             sys.exit(stop.exit_status)
         """
-    ))
+        )
+    )
     process = subprocess.Popen([sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     child_pid = int(process.stdout.readline())
     process.send_signal(signal.SIGTERM)
@@ -67,8 +69,14 @@ def test_sigterm_of_the_launcher_keeps_the_previous_output(sample_dir, tmp_path)
     listing = set(tmp_path.rglob("*"))
 
     # The same recipe again (overwrite: true), stopped as soon as it has started writing.
-    process = subprocess.Popen([OXE_AUGMENT, *recipe_args, *IN_PROCESS], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1"))
+    process = subprocess.Popen(
+        [OXE_AUGMENT, *recipe_args, *IN_PROCESS],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1"),
+    )
     deadline = time.monotonic() + 180
     while process.poll() is None and time.monotonic() < deadline:
         if set(tmp_path.rglob("*")) - listing:  # a scratch or work folder appeared: Beam is running

@@ -72,7 +72,9 @@ def test_semantic_consistency_known_values():
     assert float(semantic_consistency_loss(features, everything, g0)) == pytest.approx(1 - 4 / math.sqrt(160), abs=1e-6)
     # Masks at image resolution are averaged down to the feature grid.
     big = torch.nn.functional.interpolate(same.flatten(0, 1), scale_factor=4, mode="nearest").view(1, 3, 1, 16, 16)
-    assert float(semantic_consistency_loss(features, big, torch.nn.functional.interpolate(g0, scale_factor=4))) == pytest.approx(0.0, abs=1e-6)
+    assert float(semantic_consistency_loss(features, big, torch.nn.functional.interpolate(g0, scale_factor=4))) == pytest.approx(
+        0.0, abs=1e-6
+    )
 
 
 def test_patch_labels_follow_a_shifted_pattern():
@@ -157,7 +159,9 @@ def test_each_consistency_loss_trains_the_memory_path(batch, term):
         loss = semantic_consistency_loss(vision, torch.stack([torch.sigmoid(o.low_res_logits) for o in clip.forward], 1), g0)
     else:
         feats = backbone(images.flatten(0, 1)).view(2, 3, -1, 8, 8)
-        pseudo = torch.stack([propagate_patch_labels(feats[k], torch.nn.functional.adaptive_avg_pool2d(g0[k], 8)[0]) for k in range(2)], 1)
+        pseudo = torch.stack(
+            [propagate_patch_labels(feats[k], torch.nn.functional.adaptive_avg_pool2d(g0[k], 8)[0]) for k in range(2)], 1
+        )
         loss = patch_consistency_loss([clip.forward[1].low_res_logits, clip.forward[2].low_res_logits], pseudo[1:, :, None])
     loss.backward()
     trained = grads(model)
@@ -180,7 +184,9 @@ def test_frozen_parts_get_no_gradient_and_do_not_move(batch):
     assert freeze_parameters(model, ["image_encoder", "sam_prompt_encoder"]) > 0
     before = {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith("image_encoder.")}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    total, _ = let_losses(model, images, masks, torch.tensor([True, False, False]), "robot", LetWeights(), build_patch_backbone("self", model))
+    total, _ = let_losses(
+        model, images, masks, torch.tensor([True, False, False]), "robot", LetWeights(), build_patch_backbone("self", model)
+    )
     total.backward()
     optimizer.step()
     assert not any(n.startswith(("image_encoder.", "sam_prompt_encoder.")) for n in grads(model))
@@ -236,8 +242,22 @@ def test_finetune_help_documents_every_option(capsys):
     with pytest.raises(SystemExit):
         run_cli("finetune", "--help")
     text = capsys.readouterr().out
-    for option in ("--data", "--label-every", "--init", "--freeze", "--lr", "--steps", "--clip-length", "--bf16",
-                   "--no-let", "--cycle-weight", "--semantic-weight", "--patch-weight", "--patch-backbone", "--no-resume"):
+    for option in (
+        "--data",
+        "--label-every",
+        "--init",
+        "--freeze",
+        "--lr",
+        "--steps",
+        "--clip-length",
+        "--bf16",
+        "--no-let",
+        "--cycle-weight",
+        "--semantic-weight",
+        "--patch-weight",
+        "--patch-backbone",
+        "--no-resume",
+    ):
         assert option in text, option
     from pipelines.cli import build_parser
 
@@ -263,7 +283,12 @@ def test_finetune_on_vrs_folders(tmp_path):
             cv2.imwrite(str(root / "image" / clip.name / f"{i:05d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         cv2.imwrite(str(root / "mask_gt" / clip.name / "002" / "00000.png"), clip.masks[0].astype(np.uint8) * 255)
     out = tmp_path / "run"
-    assert run_cli("finetune", "--data", root, "--out", out, "--steps", "2", "--clip-length", "3", "--batch-size", "1", "--device", "cpu") == 0
+    assert (
+        run_cli(
+            "finetune", "--data", root, "--out", out, "--steps", "2", "--clip-length", "3", "--batch-size", "1", "--device", "cpu"
+        )
+        == 0
+    )
     assert (out / "robotseg.pt").is_file() and (out / "last.pt").is_file()
     build_robotseg("tiny", str(out / "robotseg.pt"), strict=True)
 
@@ -271,15 +296,46 @@ def test_finetune_on_vrs_folders(tmp_path):
 def test_finetuned_checkpoint_runs_in_a_recipe(sample_dir, tmp_path):
     # Fine-tune on the RLDS sample's stored masks (first frame only), then segment with it through the CLI.
     out = tmp_path / "run"
-    assert run_cli(
-        "finetune", "--data", sample_dir, "--out", out, "--steps", "2", "--clip-length", "3", "--batch-size", "1",
-        "--max-episodes", "1", "--cameras", "image_0", "--device", "cpu",
-    ) == 0
+    assert (
+        run_cli(
+            "finetune",
+            "--data",
+            sample_dir,
+            "--out",
+            out,
+            "--steps",
+            "2",
+            "--clip-length",
+            "3",
+            "--batch-size",
+            "1",
+            "--max-episodes",
+            "1",
+            "--cameras",
+            "image_0",
+            "--device",
+            "cpu",
+        )
+        == 0
+    )
     checkpoint = out / "robotseg.pt"
     status = run_cli(
-        "run", "configs/segment_robotseg.yaml", "--set", f"input.dir={sample_dir}", "--set", f"output.dir={tmp_path / 'seg'}",
-        "--set", "segmentation.config=tiny", "--set", f"segmentation.checkpoint={checkpoint}",
-        "--set", "segmentation.strict_checkpoint=true", "--set", "segmentation.device=cpu", "--set", "input.max_episodes=1",
+        "run",
+        "configs/segment_robotseg.yaml",
+        "--set",
+        f"input.dir={sample_dir}",
+        "--set",
+        f"output.dir={tmp_path / 'seg'}",
+        "--set",
+        "segmentation.config=tiny",
+        "--set",
+        f"segmentation.checkpoint={checkpoint}",
+        "--set",
+        "segmentation.strict_checkpoint=true",
+        "--set",
+        "segmentation.device=cpu",
+        "--set",
+        "input.max_episodes=1",
         *IN_PROCESS,
     )
     assert status == 0
@@ -292,10 +348,31 @@ def test_finetune_options_parse_into_the_library_dataclass(tmp_path):
     from pipelines.finetune import options_from_args
 
     args = build_parser().parse_args(
-        ["finetune", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--freeze", "image_encoder", "--label-every", "3",
-         "--no-let", "--patch-top-k", "2", "--device", "cpu", "--bf16"]
+        [
+            "finetune",
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--freeze",
+            "image_encoder",
+            "--label-every",
+            "3",
+            "--no-let",
+            "--patch-top-k",
+            "2",
+            "--device",
+            "cpu",
+            "--bf16",
+        ]
     )
     options = options_from_args(args)
     assert isinstance(args, argparse.Namespace)
-    assert (options.freeze, options.label_every, options.let, options.patch.top_k, options.bf16) == (("image_encoder",), 3, False, 2, True)
+    assert (options.freeze, options.label_every, options.let, options.patch.top_k, options.bf16) == (
+        ("image_encoder",),
+        3,
+        False,
+        2,
+        True,
+    )
     assert options.let_weights is None

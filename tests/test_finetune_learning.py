@@ -52,13 +52,27 @@ def test_first_frame_labels_with_let_reach_the_target_and_beat_no_consistency(tm
         scores = {}
         for name, let in (("let", True), ("no_let", False)):
             options = FinetuneOptions(
-                out_dir=str(tmp_path / name), config="tiny", steps=STEPS, batch_size=2, clip_length=3, label_every=0,
-                lr=1e-3, let=let, save_every=STEPS, log_every=STEPS, seed=0, **LET,
+                out_dir=str(tmp_path / name),
+                config="tiny",
+                steps=STEPS,
+                batch_size=2,
+                clip_length=3,
+                label_every=0,
+                lr=1e-3,
+                let=let,
+                save_every=STEPS,
+                log_every=STEPS,
+                seed=0,
+                **LET,
             )
-            result = finetune(options, train, evaluate=lambda model, step: {"iou": held_out_iou(model, held_out)}, eval_every=STEPS)
+            result = finetune(
+                options, train, evaluate=lambda model, step: {"iou": held_out_iou(model, held_out)}, eval_every=STEPS
+            )
             scores[name] = result["history"][-1]["iou"]
     finally:
         torch.set_num_threads(threads)
-    print(f"held-out video IoU after {STEPS} steps, first-frame labels: with LET {scores['let']:.3f}, without {scores['no_let']:.3f}")
+    print(
+        f"held-out video IoU after {STEPS} steps, first-frame labels: with LET {scores['let']:.3f}, without {scores['no_let']:.3f}"
+    )
     assert scores["let"] >= TARGET_IOU, scores
     assert scores["let"] > scores["no_let"], scores

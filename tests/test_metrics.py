@@ -195,7 +195,10 @@ def test_frames_regroup_and_targets_average_over_their_own_frames():
         "video", {"gripper": metrics.score_object(pred, gt, from_first_present=True), "robot": metrics.score_object(robot, robot)}
     )
     assert [(f.frame, sorted(f.targets)) for f in frames] == [
-        (1, ["robot"]), (2, ["robot"]), (3, ["gripper", "robot"]), (4, ["gripper", "robot"])
+        (1, ["robot"]),
+        (2, ["robot"]),
+        (3, ["gripper", "robot"]),
+        (4, ["gripper", "robot"]),
     ]
     episode = metrics.episode_scores("v", "v", frames)
     assert episode.mean["gripper"].JF == 0.5 and episode.mean["robot"].JF == 1.0

@@ -273,8 +273,10 @@ def test_mask_of_a_nested_camera_is_written_beside_it(datasets):
     episode = decode_episode(source.features, RawEpisode("train/000000", "train", 0, data), image_decoders(source.features))
     labels = np.zeros((episode.num_frames, 12, 12), np.uint8)
     labels[:, 2:5, 3:7] = 3
-    masks = {"images/wrist": [encode_image(m, "png") for m in labels],
-             "front_rgb_array": [encode_image(np.zeros((14, 18), np.uint8), "png")] * episode.num_frames}
+    masks = {
+        "images/wrist": [encode_image(m, "png") for m in labels],
+        "front_rgb_array": [encode_image(np.zeros((14, 18), np.uint8), "png")] * episode.num_frames,
+    }
     example = episode.output_example({}, masks, augmentation="{}")
     parsed = features.deserialize_example_np(features.serialize_example(example))
     step = list(parsed["steps"])[0]

@@ -23,7 +23,11 @@ def covered(shards: list[ShardSpec]) -> list[tuple[str, int]]:
     """(split, index) of every episode the shards stand for, in order."""
     out = []
     for shard in shards:
-        start, stop = (shard.start, shard.stop) if isinstance(shard, ShardWindow) else (shard.first_index, shard.first_index + shard.expected)
+        start, stop = (
+            (shard.start, shard.stop)
+            if isinstance(shard, ShardWindow)
+            else (shard.first_index, shard.first_index + shard.expected)
+        )
         out += [(shard.split, i) for i in range(start, stop)]
     return out
 

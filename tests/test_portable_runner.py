@@ -82,8 +82,12 @@ def portable(tmp_path_factory):
         ]:
             log = folder / f"{name}.log"
             process = subprocess.Popen(
-                [sys.executable, "-m", module, *args], cwd=cwd, env=child_env(), start_new_session=True,
-                stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                [sys.executable, "-m", module, *args],
+                cwd=cwd,
+                env=child_env(),
+                start_new_session=True,
+                stdout=open(log, "wb"),
+                stderr=subprocess.STDOUT,
             )
             processes.append(process)
             wait_for_port(int(args[1]), process, log)
@@ -95,16 +99,26 @@ def portable(tmp_path_factory):
 
 def portable_args(job_port: int, pool_port: int) -> list[str]:
     return [
-        "--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
-        f"--environment_config=localhost:{pool_port}", "--default_sdk_harness_log_level=WARNING",
+        "--runner=PortableRunner",
+        f"--job_endpoint=localhost:{job_port}",
+        "--environment_type=EXTERNAL",
+        f"--environment_config=localhost:{pool_port}",
+        "--default_sdk_harness_log_level=WARNING",
     ]
 
 
 def launch(launcher_cwd: pathlib.Path, sample_dir: pathlib.Path, out: str, beam_args: list[str]) -> subprocess.Popen:
     """``oxe-augment run configs/demo.yaml`` from ``launcher_cwd``, paths relative to it."""
     command = [
-        OXE_AUGMENT, "run", DEMO, "--set", f"input.dir={os.path.relpath(sample_dir, launcher_cwd)}",
-        "--set", f"output.dir={out}", "--", *beam_args,
+        OXE_AUGMENT,
+        "run",
+        DEMO,
+        "--set",
+        f"input.dir={os.path.relpath(sample_dir, launcher_cwd)}",
+        "--set",
+        f"output.dir={out}",
+        "--",
+        *beam_args,
     ]
     return subprocess.Popen(command, cwd=launcher_cwd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -51,7 +51,9 @@ def test_source_options_are_checked_against_the_source(tmp_path, bridge_dir, cap
 
 
 def test_unknown_source_names_the_registry(tmp_path, bridge_dir):
-    recipe = write_recipe(tmp_path, f"input: {{dir: {bridge_dir}}}\noutput: {{dir: {tmp_path}/o}}\nsegmentation: {{source: magic}}\n")
+    recipe = write_recipe(
+        tmp_path, f"input: {{dir: {bridge_dir}}}\noutput: {{dir: {tmp_path}/o}}\nsegmentation: {{source: magic}}\n"
+    )
     with pytest.raises(RecipeError, match=r"segmentation.source: unknown mask source 'magic'.*dataset.*robotseg"):
         load_recipe(str(recipe))
 
@@ -84,9 +86,17 @@ def test_existing_output_needs_overwrite(tmp_path, bridge_dir, capsys):
     assert "output.overwrite" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("path", ["configs/copy.yaml", "configs/demo.yaml", "configs/textures.yaml",
-                                  "configs/image_library.yaml", "configs/segment_robotseg.yaml",
-                                  "configs/diffusion_inpaint.yaml"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "configs/copy.yaml",
+        "configs/demo.yaml",
+        "configs/textures.yaml",
+        "configs/image_library.yaml",
+        "configs/segment_robotseg.yaml",
+        "configs/diffusion_inpaint.yaml",
+    ],
+)
 def test_shipped_recipes_are_valid(path):
     with open(path) as f:
         assert isinstance(yaml.safe_load(f), dict)
@@ -113,15 +123,22 @@ def test_every_command_has_help(command, capsys):
     "sources, message",
     [
         ([{"weight": 1}], r"background\.sources\[0\]: expected a mapping with a 'source' name"),
-        ([{"source": "procedural"}, {"source": "procedural", "colour": "red"}],
-         r"background\.sources\[1\]\.colour: unknown key for background\.sources\[1\]\.source=procedural"),
-        ([{"source": "original"}, {"source": "procedural", "kinds": "noise"}], r"background\.sources\[1\]\.kinds: expected a list"),
+        (
+            [{"source": "procedural"}, {"source": "procedural", "colour": "red"}],
+            r"background\.sources\[1\]\.colour: unknown key for background\.sources\[1\]\.source=procedural",
+        ),
+        (
+            [{"source": "original"}, {"source": "procedural", "kinds": "noise"}],
+            r"background\.sources\[1\]\.kinds: expected a list",
+        ),
         ([{"source": "procedural", "kinds": ["noise", 3]}], r"background\.sources\[0\]\.kinds\[1\]: expected str"),
         ([{"source": "procedural", "weight": "heavy"}], r"background\.sources\[0\]\.weight: expected float"),
         ([{"source": "images", "flip": True}], r"background\.sources\[0\]\.path: required key is missing"),
         ([{"source": "clean_plate", "dilate_px": 1.5}], r"background\.sources\[0\]\.dilate_px: expected int"),
-        ([{"source": "mix", "sources": [{"source": "original"}, {"source": "procedural", "blur": 1}]}],
-         r"background\.sources\[0\]\.sources\[1\]\.blur: unknown key"),
+        (
+            [{"source": "mix", "sources": [{"source": "original"}, {"source": "procedural", "blur": 1}]}],
+            r"background\.sources\[0\]\.sources\[1\]\.blur: unknown key",
+        ),
     ],
 )
 def test_mix_children_are_validated_with_their_key_paths(sources, message):
@@ -131,8 +148,12 @@ def test_mix_children_are_validated_with_their_key_paths(sources, message):
 
 
 def test_mix_children_become_typed_specs():
-    raw = {"input": {"dir": "in"}, "output": {"dir": "out"}, "segmentation": {"source": "dataset"},
-           "background": {"source": "mix", "sources": [{"source": "procedural", "weight": 2, "kinds": ["solid"]}]}}
+    raw = {
+        "input": {"dir": "in"},
+        "output": {"dir": "out"},
+        "segmentation": {"source": "dataset"},
+        "background": {"source": "mix", "sources": [{"source": "procedural", "weight": 2, "kinds": ["solid"]}]},
+    }
     (child,) = recipe_from_dict(raw).background.options.sources
     assert (child.source, child.weight, child.options.kinds) == ("procedural", 2.0, ["solid"])
 

@@ -46,14 +46,29 @@ REPORT = {
     "recipe_sha256": "f" * 64,
     "input_dir": "/data/bridge/1.0.0",
     "output_dataset": "/out/bridge/1.0.0",
-    "splits": {"train": {"episodes_in": 7, "episodes_written": 6, "episodes_failed": 1},
-               "val_set": {"episodes_in": 2, "episodes_written": 2, "episodes_failed": 0}},
-    "episodes_in": 9, "episodes_written": 8, "episodes_failed": 1, "output_episodes": 16, "frames": 160,
-    "wall_seconds": 41.5, "frames_per_second": 3.86, "episodes_per_second": 0.193,
+    "splits": {
+        "train": {"episodes_in": 7, "episodes_written": 6, "episodes_failed": 1},
+        "val_set": {"episodes_in": 2, "episodes_written": 2, "episodes_failed": 0},
+    },
+    "episodes_in": 9,
+    "episodes_written": 8,
+    "episodes_failed": 1,
+    "output_episodes": 16,
+    "frames": 160,
+    "wall_seconds": 41.5,
+    "frames_per_second": 3.86,
+    "episodes_per_second": 0.193,
     "seconds_per_stage": {"read": 2.5, "segment": 10.0, "compose": 7.5},
     "mask_coverage": {"robot": 0.25, "arm": 0.125},
-    "failures": [{"key": "train/000004", "split": "train", "stage": "read",
-                  "reason": "truncated record <b>&</b>", "source": "/data/bridge/1.0.0/bridge-train.tfrecord-00001"}],
+    "failures": [
+        {
+            "key": "train/000004",
+            "split": "train",
+            "stage": "read",
+            "reason": "truncated record <b>&</b>",
+            "source": "/data/bridge/1.0.0/bridge-train.tfrecord-00001",
+        }
+    ],
 }
 
 
@@ -137,7 +152,12 @@ def chromium_binary() -> str:
 
 def run_chromium(binary: str, profile: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
     command = [
-        binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--hide-scrollbars",
         f"--user-data-dir={profile}",
         # Virtual time lets the page load and run its script before the DOM is dumped.
         "--virtual-time-budget=10000",
@@ -149,8 +169,19 @@ def run_chromium(binary: str, profile: pathlib.Path, *args: str) -> subprocess.C
 @pytest.fixture(scope="module")
 def demo_output(sample_dir, tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("report_html") / "out"
-    status = run_cli("run", REPO / "configs" / "demo.yaml", "--set", f"input.dir={sample_dir}", "--set", f"output.dir={out}",
-                     "--set", "input.max_episodes=2", "--set", "output.previews=2", *IN_PROCESS)
+    status = run_cli(
+        "run",
+        REPO / "configs" / "demo.yaml",
+        "--set",
+        f"input.dir={sample_dir}",
+        "--set",
+        f"output.dir={out}",
+        "--set",
+        "input.max_episodes=2",
+        "--set",
+        "output.previews=2",
+        *IN_PROCESS,
+    )
     assert status == 0
     return out
 
@@ -182,8 +213,9 @@ def test_report_html_of_a_real_run_renders_in_chromium(demo_output, tmp_path):
 
     # report.html#masks ticks the toggle: each original row gives way to its mask overlay.
     shot = tmp_path / "report.png"
-    masked = run_chromium(binary, tmp_path / "profile", "--dump-dom", f"--screenshot={shot}",
-                          "--window-size=1280,1800", url + "#masks")
+    masked = run_chromium(
+        binary, tmp_path / "profile", "--dump-dom", f"--screenshot={shot}", "--window-size=1280,1800", url + "#masks"
+    )
     assert masked.returncode == 0 and shot.exists(), masked.stderr[-2000:]
     assert render_check(masked.stdout)["masks-shown"] == previews
     pixels = np.asarray(Image.open(shot).convert("RGB"))

@@ -50,7 +50,11 @@ def test_sam21_state_dict_initialises_the_sam2_part(full_model, sam2_state):
     assert report.unexpected == [] and report.shape_mismatched == []
     assert all(ROBOTSEG_ONLY_KEYS.match(k) for k in report.missing)
     loaded = full_model.state_dict()
-    for key in ("image_encoder.trunk.pos_embed", "memory_attention.layers.3.cross_attn_image.k_proj.weight", "sam_mask_decoder.iou_token.weight"):
+    for key in (
+        "image_encoder.trunk.pos_embed",
+        "memory_attention.layers.3.cross_attn_image.k_proj.weight",
+        "sam_mask_decoder.iou_token.weight",
+    ):
         assert torch.equal(loaded[key], sam2_state[key])
 
 
@@ -81,7 +85,9 @@ def test_sema_temporal_branch_is_sam2s_layer_and_fusion_follows_the_formula():
         pos_enc_at_cross_attn_queries=False,
         self_attention=layer.self_attn,
     )
-    sam2_layer.load_state_dict({k: v for k, v in layer.state_dict().items() if not ROBOTSEG_ONLY_KEYS.match("memory_attention.layers.0." + k)})
+    sam2_layer.load_state_dict(
+        {k: v for k, v in layer.state_dict().items() if not ROBOTSEG_ONLY_KEYS.match("memory_attention.layers.0." + k)}
+    )
     sam2_layer.eval()
     tgt, pos, memory, memory_pos, edges = _memory_inputs(model)
     with torch.no_grad():
@@ -119,7 +125,9 @@ def test_sobel_edge_map_marks_a_step_edge_on_the_token_grid():
 def test_two_level_clustering_finds_separated_regions():
     g = torch.Generator().manual_seed(0)
     directions = F.normalize(torch.randn(2, 16, generator=g), dim=1)
-    points = torch.cat([directions[0] + 0.01 * torch.randn(50, 16, generator=g), directions[1] + 0.01 * torch.randn(30, 16, generator=g)])
+    points = torch.cat(
+        [directions[0] + 0.01 * torch.randn(50, 16, generator=g), directions[1] + 0.01 * torch.randn(30, 16, generator=g)]
+    )
     x = F.normalize(points, dim=1)
     seeds = farthest_point_seeds(x, 2)
     centroids, assignment = cosine_kmeans_pass(x, seeds)

@@ -13,9 +13,22 @@ from tests.rlds_helpers import provenance, raw_examples
 
 def segment(sample_dir, out, checkpoint, *extra):
     return run_cli(
-        "run", "configs/segment_robotseg.yaml", "--set", f"input.dir={sample_dir}", "--set", f"output.dir={out}",
-        "--set", "segmentation.config=tiny", "--set", f"segmentation.checkpoint={checkpoint}",
-        "--set", "segmentation.device=cpu", "--set", "input.max_episodes=2", *extra, *IN_PROCESS,
+        "run",
+        "configs/segment_robotseg.yaml",
+        "--set",
+        f"input.dir={sample_dir}",
+        "--set",
+        f"output.dir={out}",
+        "--set",
+        "segmentation.config=tiny",
+        "--set",
+        f"segmentation.checkpoint={checkpoint}",
+        "--set",
+        "segmentation.device=cpu",
+        "--set",
+        "input.max_episodes=2",
+        *extra,
+        *IN_PROCESS,
     )
 
 

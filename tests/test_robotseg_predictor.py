@@ -70,9 +70,18 @@ def test_prompted_masks_equal_the_beam_mask_source(model, clip, tmp_path):
     checkpoint = tmp_path / "tiny.pt"
     save_checkpoint(model, checkpoint)
     prompts = tmp_path / "prompts.json"
-    prompts.write_text(json.dumps({"train/000000": {"image_0": {"0": {"box": [10, 5, 50, 40], "points": [[30, 20]], "target": "robot"}}}}))
+    prompts.write_text(
+        json.dumps({"train/000000": {"image_0": {"0": {"box": [10, 5, 50, 40], "points": [[30, 20]], "target": "robot"}}}})
+    )
     source = RobotSegMaskSource(
-        RobotSegOptions(config="tiny", checkpoint=str(checkpoint), device="cpu", mode="prompted", prompts=str(prompts), model_targets=["robot"])
+        RobotSegOptions(
+            config="tiny",
+            checkpoint=str(checkpoint),
+            device="cpu",
+            mode="prompted",
+            prompts=str(prompts),
+            model_targets=["robot"],
+        )
     )
     beam_labels = source.segment(source.load_model(), CameraClip("train/000000", "image_0", clip.frames))
 
@@ -127,7 +136,9 @@ def test_inputs_folder_video_file_and_memory(model, clip, tmp_path):
     assert (a["num_frames"], a["video_height"], a["video_width"]) == (6, 48, 64)
     for state in (a, b):
         predictor.add_new_robot(state, 0, 1, robot="robot")
-    np.testing.assert_array_equal(np.stack(list(propagate_masks(predictor, a).values())), np.stack(list(propagate_masks(predictor, b).values())))
+    np.testing.assert_array_equal(
+        np.stack(list(propagate_masks(predictor, a).values())), np.stack(list(propagate_masks(predictor, b).values()))
+    )
 
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))

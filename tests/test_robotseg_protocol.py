@@ -69,7 +69,9 @@ def write_vrs_split(root: pathlib.Path, videos: int = 2, frames: int = 5) -> dic
         for target, folder in FOLDERS.items():
             (root / "mask_gt" / name / folder).mkdir(parents=True)
             for i, label in enumerate(clip.labels):
-                cv2.imwrite(str(root / "mask_gt" / name / folder / f"{i:05d}.png"), target_mask(label, target).astype(np.uint8) * 255)
+                cv2.imwrite(
+                    str(root / "mask_gt" / name / folder / f"{i:05d}.png"), target_mask(label, target).astype(np.uint8) * 255
+                )
         labels[name] = clip.labels
     return labels
 
@@ -82,8 +84,21 @@ def test_eval_protocol_robotseg_runs_every_setting_and_writes_the_per_video_csv(
     save_checkpoint(build_robotseg("tiny"), checkpoint)
     table, scores = tmp_path / "scores.csv", tmp_path / "scores.json"
     status = run_cli(
-        "eval", "--protocol", "robotseg", "--gt", split, "--config", "tiny", "--checkpoint", checkpoint, "--device", "cpu",
-        "--csv", table, "--json", scores,
+        "eval",
+        "--protocol",
+        "robotseg",
+        "--gt",
+        split,
+        "--config",
+        "tiny",
+        "--checkpoint",
+        checkpoint,
+        "--device",
+        "cpu",
+        "--csv",
+        table,
+        "--json",
+        scores,
     )
     assert status == 0
     rows = list(csv.DictReader(table.open()))

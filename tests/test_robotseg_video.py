@@ -48,7 +48,13 @@ def count_encoded_frames(model):
 def test_schedule_is_sam2s_order():
     visits = schedule([4, 2], 7)
     assert [(v.frame, v.kind) for v in visits] == [
-        (2, "cond"), (4, "cond"), (3, "forward"), (5, "forward"), (6, "forward"), (1, "reverse"), (0, "reverse"),
+        (2, "cond"),
+        (4, "cond"),
+        (3, "forward"),
+        (5, "forward"),
+        (6, "forward"),
+        (1, "reverse"),
+        (0, "reverse"),
     ]
     assert [v.frame for v in schedule([0], 3)] == [0, 1, 2]
 
@@ -86,7 +92,9 @@ def test_prompted_mode_points_and_box_on_later_frames(present_model, clip):
     ]
     batches, handle = count_encoded_frames(present_model)
     try:
-        labels = segment_video(present_model, clip.frames, targets=("robot",), prompts=prompts, options=InferenceOptions(chunk_size=8))
+        labels = segment_video(
+            present_model, clip.frames, targets=("robot",), prompts=prompts, options=InferenceOptions(chunk_size=8)
+        )
     finally:
         handle.remove()
     assert labels.shape == clip.frames.shape[:3] and labels.dtype == np.uint8

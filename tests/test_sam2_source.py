@@ -45,7 +45,9 @@ def prompt_file(tmp_path_factory):
 
 
 def small_source(prompt_file, **options) -> Sam2MaskSource:
-    return Sam2MaskSource(Sam2Options(prompts=str(prompt_file), allow_random_init=True, sam2_overrides=SMALL_SAM2, device="cpu", **options))
+    return Sam2MaskSource(
+        Sam2Options(prompts=str(prompt_file), allow_random_init=True, sam2_overrides=SMALL_SAM2, device="cpu", **options)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +102,9 @@ def test_clips_without_prompts(prompt_file, model, clip):
 @pytest.mark.filterwarnings("ignore:cannot import name '_C'")  # SAM 2's optional CUDA hole filling
 def test_matches_sam2s_video_predictor(model, clip, tmp_path):
     """Same model, same frames: our in-memory engine and SAM2VideoPredictor give the same masks."""
-    ours = model.segment_video(clip.frames, [FramePrompt(2, "robot", points=((60.0, 50.0),), labels=(1,))], InferenceOptions(chunk_size=3))
+    ours = model.segment_video(
+        clip.frames, [FramePrompt(2, "robot", points=((60.0, 50.0),), labels=(1,))], InferenceOptions(chunk_size=3)
+    )
 
     sam = model.sam
     for i, frame in enumerate(clip.frames):  # the predictor only reads JPEG folders...
@@ -108,9 +112,13 @@ def test_matches_sam2s_video_predictor(model, clip, tmp_path):
     state = sam.init_state(str(tmp_path))
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    state["images"] = (preprocess(clip.frames, sam.image_size, torch.device("cpu")) - mean) / std  # ...so give it the exact pixels
+    state["images"] = (
+        preprocess(clip.frames, sam.image_size, torch.device("cpu")) - mean
+    ) / std  # ...so give it the exact pixels
     state["cached_features"] = {}
-    sam.add_new_points_or_box(state, frame_idx=2, obj_id=1, points=np.array([[60.0, 50.0]], np.float32), labels=np.array([1], np.int32))
+    sam.add_new_points_or_box(
+        state, frame_idx=2, obj_id=1, points=np.array([[60.0, 50.0]], np.float32), labels=np.array([1], np.int32)
+    )
     reference = np.zeros(clip.frames.shape[:3], dtype=bool)
     for reverse in (False, True):
         for frame, _, masks in sam.propagate_in_video(state, reverse=reverse):

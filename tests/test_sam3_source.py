@@ -17,7 +17,13 @@ from tests.conftest import IN_PROCESS, REPO, read_report, run_cli
 RECIPE = REPO / "configs" / "sam3_scene.yaml"
 
 
-def save_tiny_sam3(folder: str | os.PathLike, image_size: int = 64, patch_size: int = 16, hidden: int = 128, num_queries: int = 1, max_objects: int = 6
+def save_tiny_sam3(
+    folder: str | os.PathLike,
+    image_size: int = 64,
+    patch_size: int = 16,
+    hidden: int = 128,
+    num_queries: int = 1,
+    max_objects: int = 6,
 ) -> pathlib.Path:
     """Write a tiny random SAM 3 (model, processor, tokenizer) to ``folder``; nothing is downloaded.
 
@@ -31,27 +37,57 @@ def save_tiny_sam3(folder: str | os.PathLike, image_size: int = 64, patch_size: 
 
     grid = image_size // patch_size
     backbone = dict(
-        model_type="sam3_vit_model", hidden_size=hidden, intermediate_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-        image_size=image_size, patch_size=patch_size, window_size=2, global_attn_indexes=[1], pretrain_image_size=image_size,
+        model_type="sam3_vit_model",
+        hidden_size=hidden,
+        intermediate_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+        window_size=2,
+        global_attn_indexes=[1],
+        pretrain_image_size=image_size,
     )
     small = dict(hidden_size=hidden, num_layers=1, num_attention_heads=2, intermediate_size=hidden)
     detector = dict(
-        vision_config=dict(backbone_config=backbone, fpn_hidden_size=hidden, backbone_feature_sizes=[[4 * grid] * 2, [2 * grid] * 2, [grid] * 2]),
-        text_config=dict(model_type="clip_text_model", vocab_size=516, hidden_size=hidden, intermediate_size=hidden, projection_dim=hidden,
-                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1, pad_token_id=1),
-        geometry_encoder_config=small, detr_encoder_config=small, detr_decoder_config=dict(small, num_queries=num_queries),
+        vision_config=dict(
+            backbone_config=backbone, fpn_hidden_size=hidden, backbone_feature_sizes=[[4 * grid] * 2, [2 * grid] * 2, [grid] * 2]
+        ),
+        text_config=dict(
+            model_type="clip_text_model",
+            vocab_size=516,
+            hidden_size=hidden,
+            intermediate_size=hidden,
+            projection_dim=hidden,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        ),
+        geometry_encoder_config=small,
+        detr_encoder_config=small,
+        detr_decoder_config=dict(small, num_queries=num_queries),
         mask_decoder_config=dict(hidden_size=hidden, num_attention_heads=2),
     )
     tracker = dict(
         vision_config=dict(backbone_config=backbone, fpn_hidden_size=hidden),
         prompt_encoder_config=dict(hidden_size=hidden, patch_size=patch_size),
         mask_decoder_config=dict(hidden_size=hidden, mlp_dim=hidden, num_attention_heads=2, iou_head_hidden_dim=hidden),
-        memory_attention_hidden_size=hidden, memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=hidden,
-        memory_encoder_hidden_size=hidden, mask_downsampler_embed_dim=hidden, memory_fuser_embed_dim=hidden,
-        memory_fuser_intermediate_dim=hidden, image_size=image_size,
+        memory_attention_hidden_size=hidden,
+        memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=hidden,
+        memory_encoder_hidden_size=hidden,
+        mask_downsampler_embed_dim=hidden,
+        memory_fuser_embed_dim=hidden,
+        memory_fuser_intermediate_dim=hidden,
+        image_size=image_size,
     )
     # A few tracks at most: random weights never re-find a track, so each frame would add new ones.
-    config = Sam3VideoConfig(detector_config=detector, tracker_config=tracker, low_res_mask_size=4 * grid, max_num_objects=max_objects)
+    config = Sam3VideoConfig(
+        detector_config=detector, tracker_config=tracker, low_res_mask_size=4 * grid, max_num_objects=max_objects
+    )
     torch.manual_seed(0)
     model = Sam3VideoModel(config).eval()
 
@@ -128,7 +164,9 @@ def test_registered_and_prompts_from_recipe_and_instruction():
     assert s.object_prompts("put the eggplant in the pot") == ["towel", "pot", "eggplant"]
     assert s.object_prompts("move the robot gripper to the blue cup and the spoon") == ["towel", "pot", "blue cup"]
     assert Sam3MaskSource(Sam3Options(objects_from_instruction=False)).object_prompts("put carrot on plate") == []
-    assert Sam3MaskSource(Sam3Options(robot_prompts={"gripper": "gripper"})).object_prompts("put the gripper on the plate") == ["plate"]
+    assert Sam3MaskSource(Sam3Options(robot_prompts={"gripper": "gripper"})).object_prompts("put the gripper on the plate") == [
+        "plate"
+    ]
 
 
 def test_label_maps_from_prompt_masks():
@@ -171,7 +209,9 @@ def test_one_pass_per_clip_serves_every_prompt(tiny_sam3, counted):
 def test_long_clip_runs_in_bounded_sessions(tiny_sam3, counted):
     model, calls = counted
     clip = CameraClip("train/000001", "image_0", frames(7), instruction="put carrot on plate")
-    found = source(tiny_sam3, max_frames=3, robot_prompts={"robot": "robot"}, objects_from_instruction=False).segment_clip(model, clip)
+    found = source(tiny_sam3, max_frames=3, robot_prompts={"robot": "robot"}, objects_from_instruction=False).segment_clip(
+        model, clip
+    )
     assert calls["sessions"] == [3, 3, 1]  # no session holds more than max_frames frames
     assert calls["encoder"] == 7
     assert found.robot.shape == (7, 48, 56) and found.objects is None and found.object_names == ()
@@ -181,7 +221,9 @@ def test_long_clip_runs_in_bounded_sessions(tiny_sam3, counted):
 
 def test_clip_without_object_prompts_gives_empty_object_map(tiny_sam3, counted):
     model, _ = counted
-    found = source(tiny_sam3, score_threshold=1.0, new_object_threshold=1.0).segment_clip(model, CameraClip("val/000000", "c", frames(2)))
+    found = source(tiny_sam3, score_threshold=1.0, new_object_threshold=1.0).segment_clip(
+        model, CameraClip("val/000000", "c", frames(2))
+    )
     assert found.object_names == () and found.objects.shape == (2, 48, 56) and not found.objects.any()
     assert not found.robot.any()  # nothing scores above 1.0
 
@@ -216,8 +258,19 @@ def test_missing_model_is_a_config_error_naming_the_path(tiny_sam3, tmp_path):
     ],
 )
 def test_recipe_check_exits_2_naming_the_key(override, message, tiny_sam3, bridge_dir, tmp_path, capsys):
-    status = run_cli("run", RECIPE, "--check", "--set", f"input.dir={bridge_dir}", "--set", f"output.dir={tmp_path}",
-                     "--set", f"segmentation.model={tiny_sam3}", "--set", override)
+    status = run_cli(
+        "run",
+        RECIPE,
+        "--check",
+        "--set",
+        f"input.dir={bridge_dir}",
+        "--set",
+        f"output.dir={tmp_path}",
+        "--set",
+        f"segmentation.model={tiny_sam3}",
+        "--set",
+        override,
+    )
     assert status == 2
     assert message in capsys.readouterr().err
 
@@ -241,13 +294,36 @@ def test_sam3_recipe_end_to_end_on_bridge(tiny_sam3, bridge_dir, tmp_path):
     # One robot phrase and one object phrase (the instruction's first noun) keep the tracked
     # objects, and so the run time, small: random weights find something everywhere at threshold 0.
     status = run_cli(
-        "run", RECIPE,
-        "--set", f"input.dir={bridge_dir}", "--set", "input.max_episodes=2", "--set", "input.splits=[train]",
-        "--set", "input.cameras=[image_0]", "--set", f"output.dir={out}", "--set", "output.write_masks=true",
-        "--set", f"segmentation.model={tiny_sam3}", "--set", "segmentation.device=cpu",
-        "--set", "segmentation.robot_prompts={robot gripper: gripper}", "--set", "segmentation.max_objects=1",
-        "--set", "segmentation.score_threshold=0.0", "--set", "segmentation.new_object_threshold=0.0",
-        "--set", "output.variants_per_episode=1", "--set", "output.previews=1",
+        "run",
+        RECIPE,
+        "--set",
+        f"input.dir={bridge_dir}",
+        "--set",
+        "input.max_episodes=2",
+        "--set",
+        "input.splits=[train]",
+        "--set",
+        "input.cameras=[image_0]",
+        "--set",
+        f"output.dir={out}",
+        "--set",
+        "output.write_masks=true",
+        "--set",
+        f"segmentation.model={tiny_sam3}",
+        "--set",
+        "segmentation.device=cpu",
+        "--set",
+        "segmentation.robot_prompts={robot gripper: gripper}",
+        "--set",
+        "segmentation.max_objects=1",
+        "--set",
+        "segmentation.score_threshold=0.0",
+        "--set",
+        "segmentation.new_object_threshold=0.0",
+        "--set",
+        "output.variants_per_episode=1",
+        "--set",
+        "output.previews=1",
         *IN_PROCESS,
     )
     assert status == 0, read_report(out)

@@ -23,7 +23,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 ACCEPTANCE_ARGS = ["--episodes", "3", "--steps", "8", "--size", "128"]
 
 
-
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("sample") / "oxe_augment_sample" / "1.0.0"

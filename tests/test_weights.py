@@ -124,7 +124,9 @@ def test_get_downloads_into_the_cache_and_prints_the_path_to_use(hf_cache, monke
         server.shutdown()
     out = capsys.readouterr().out
     snapshot = hf_cache / "models--facebook--sam2.1-hiera-tiny" / "snapshots" / REVISION
-    assert (snapshot / "sam2.1_hiera_tiny.pt").read_bytes() == HubStandIn.files["facebook/sam2.1-hiera-tiny"]["sam2.1_hiera_tiny.pt"]
+    assert (snapshot / "sam2.1_hiera_tiny.pt").read_bytes() == HubStandIn.files["facebook/sam2.1-hiera-tiny"][
+        "sam2.1_hiera_tiny.pt"
+    ]
     assert (snapshot / "sam2.1_hiera_t.yaml").exists()
     assert f"--set segmentation.checkpoint={snapshot / 'sam2.1_hiera_tiny.pt'}" in out
     # ... and the cache now answers offline.
@@ -141,12 +143,18 @@ def test_get_robotseg_points_to_the_authors_release(hf_cache, capsys):
 
 
 def test_list_finds_models_in_a_cache_laid_out_by_the_test(hf_cache, capsys):
-    tiny = add_to_cache(hf_cache, "facebook/sam2.1-hiera-tiny", {"sam2.1_hiera_tiny.pt": b"weights" * 100, "sam2.1_hiera_t.yaml": b"model: {}\n"})
+    tiny = add_to_cache(
+        hf_cache, "facebook/sam2.1-hiera-tiny", {"sam2.1_hiera_tiny.pt": b"weights" * 100, "sam2.1_hiera_t.yaml": b"model: {}\n"}
+    )
     add_to_cache(hf_cache, "facebook/sam2.1-hiera-small", {"sam2.1_hiera_s.yaml": b"model: {}\n"})
-    sdxl = add_to_cache(hf_cache, "diffusers/stable-diffusion-xl-1.0-inpainting-0.1", {"model_index.json": b"{}", "unet/config.json": b"{}"})
+    sdxl = add_to_cache(
+        hf_cache, "diffusers/stable-diffusion-xl-1.0-inpainting-0.1", {"model_index.json": b"{}", "unet/config.json": b"{}"}
+    )
 
     assert run_cli("weights", "list") == 0
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:] if line.strip() and not line.startswith("   ")}
+    lines = {
+        line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:] if line.strip() and not line.startswith("   ")
+    }
     assert "present" in lines["sam2.1-tiny"] and str(tiny / "sam2.1_hiera_tiny.pt") in lines["sam2.1-tiny"]
     assert "incomplete: missing sam2.1_hiera_small.pt" in lines["sam2.1-small"]
     assert "present" in lines["sdxl-inpainting"] and str(sdxl) in lines["sdxl-inpainting"]

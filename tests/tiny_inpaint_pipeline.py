@@ -177,9 +177,7 @@ def save_tiny_sdxl_inpaint(folder: Path, seed: int = 0) -> Path:
         tokenizer=tokenizer,
         tokenizer_2=tokenizer,
         unet=unet,
-        scheduler=EulerDiscreteScheduler(
-            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1
-        ),
+        scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1),
         requires_aesthetics_score=False,
     )
     pipeline.save_pretrained(folder)
@@ -201,9 +199,7 @@ def save_tiny_flux_fill(folder: Path, seed: int = 0) -> Path:
     vae_scale = 2 ** (len(TINY_CHANNELS) - 1)
     torch.manual_seed(seed + 3)
     t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(t5_tokenizer), d_model=TINY_TEXT_DIM, d_kv=8, d_ff=37, num_layers=2, num_heads=4
-        )
+        T5Config(vocab_size=len(t5_tokenizer), d_model=TINY_TEXT_DIM, d_kv=8, d_ff=37, num_layers=2, num_heads=4)
     ).eval()
     torch.manual_seed(seed + 2)
     transformer = FluxTransformer2DModel(

@@ -31,7 +31,10 @@ KEY_RENAMES: tuple[tuple[str, str], ...] = (
     (r"^module\.", ""),
     (r"^model\.", ""),
     (r"^_orig_mod\.", ""),
-    (r"^memory_attention\.layers\.(\d+)\.(sema|structure_branch|struct_branch|structure_enhance)\.", r"memory_attention.layers.\1.structure."),
+    (
+        r"^memory_attention\.layers\.(\d+)\.(sema|structure_branch|struct_branch|structure_enhance)\.",
+        r"memory_attention.layers.\1.structure.",
+    ),
     (r"^memory_attention\.layers\.(\d+)\.(fusion_alpha|sema_alpha|structure_alpha)$", r"memory_attention.layers.\1.alpha"),
     (r"^(robot_prompt_generator|rpg|robot_prompt_gen|prompt_gen)\.", "prompt_generator."),
     (r"^prompt_generator\.(class_token_bank|class_embed|class_embeddings)$", "prompt_generator.class_tokens"),
@@ -128,7 +131,9 @@ def unwrap_state_dict(loaded: Any, source: str = "<state dict>") -> dict[str, to
         tensors = {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
         if tensors:
             return tensors
-    raise CheckpointError(f"checkpoint {source}: no state dict found (expected tensors, or one under {', '.join(_STATE_DICT_ENTRIES)})")
+    raise CheckpointError(
+        f"checkpoint {source}: no state dict found (expected tensors, or one under {', '.join(_STATE_DICT_ENTRIES)})"
+    )
 
 
 def load_checkpoint(

@@ -153,9 +153,13 @@ def patch_consistency_loss(
             continue
         keep = ((2 * target - 1).abs() >= confidence).float()
         binary = (target > 0.5).float()
-        focal = (sigmoid_focal_loss(frame_logits, binary, reduction="none") * keep).flatten(1).sum(-1) / keep.flatten(1).sum(-1).clamp_min(1)
+        focal = (sigmoid_focal_loss(frame_logits, binary, reduction="none") * keep).flatten(1).sum(-1) / keep.flatten(1).sum(
+            -1
+        ).clamp_min(1)
         probs = torch.sigmoid(frame_logits) * keep
-        dice = 1 - (2 * (probs * binary).flatten(1).sum(-1) + 1) / (probs.flatten(1).sum(-1) + (binary * keep).flatten(1).sum(-1) + 1)
+        dice = 1 - (2 * (probs * binary).flatten(1).sum(-1) + 1) / (
+            probs.flatten(1).sum(-1) + (binary * keep).flatten(1).sum(-1) + 1
+        )
         losses.append((weights.focal * focal + weights.dice * dice).mean())
     return torch.stack(losses).mean()
 
@@ -326,7 +330,9 @@ def let_losses(
         logits += [clip.backward[i].low_res_logits for i in range(1, t - 1) if not bool(labelled[i])]
         targets += [pseudo[i] for i in range(1, t - 1) if not bool(labelled[i])]
         if logits:
-            patch = patch_consistency_loss(logits, torch.stack(targets), loss_weights, (patch_settings or PatchPropagation()).confidence)
+            patch = patch_consistency_loss(
+                logits, torch.stack(targets), loss_weights, (patch_settings or PatchPropagation()).confidence
+            )
     total = supervised
     if use_let:
         total = total + weights.cycle * cycle + weights.semantic * semantic + weights.patch * patch
@@ -357,7 +363,9 @@ def label_every(clip: TrainClip, k: int) -> TrainClip:
     return dataclasses.replace(clip, labelled=clip.labelled & keep)
 
 
-def sample_windows(clips: Sequence[TrainClip], batch: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_windows(
+    clips: Sequence[TrainClip], batch: int, length: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A batch of ``length``-frame windows starting on a labelled frame: ``(frames, masks, labelled)``, labelled common to the batch.
 
     Windows of one batch share their labelled positions (the positions labelled in all of them).
@@ -368,7 +376,9 @@ def sample_windows(clips: Sequence[TrainClip], batch: int, length: int, rng: np.
         clip = clips[index]
         starts = [s for s in np.flatnonzero(clip.labelled) if s + length <= len(clip.frames)]
         if not starts:
-            raise ValueError(f"clip {clip.name}: no labelled frame with {length} frames after it (clip length {len(clip.frames)})")
+            raise ValueError(
+                f"clip {clip.name}: no labelled frame with {length} frames after it (clip length {len(clip.frames)})"
+            )
         start = int(rng.choice(starts))
         frames.append(clip.frames[start : start + length])
         masks.append(clip.masks[start : start + length])
@@ -457,7 +467,9 @@ def freeze_parameters(model: RobotSeg, prefixes: Sequence[str]) -> int:
     for prefix in prefixes:
         matched = [n for n in names if n == prefix or n.startswith(prefix.rstrip(".") + ".")]
         if not matched:
-            raise ValueError(f"freeze: {prefix!r} names no parameter (top-level modules: {sorted({n.split('.')[0] for n in names})})")
+            raise ValueError(
+                f"freeze: {prefix!r} names no parameter (top-level modules: {sorted({n.split('.')[0] for n in names})})"
+            )
         count += len(matched)
     for name, parameter in model.named_parameters():
         if any(name == p or name.startswith(p.rstrip(".") + ".") for p in prefixes):
@@ -524,7 +536,9 @@ def finetune(
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device, o.bf16):
-            total, losses = let_losses(model, images, truth, torch.from_numpy(labelled), o.target, o.let_weights, backbone, o.patch)
+            total, losses = let_losses(
+                model, images, truth, torch.from_numpy(labelled), o.target, o.let_weights, backbone, o.patch
+            )
         total.backward()
         optimizer.step()
         elapsed += time.perf_counter() - start
@@ -535,7 +549,9 @@ def finetune(
             record.update(evaluate(model, step))
         if step % max(o.log_every, 1) == 0 or "iou" in record:
             history.append(record)
-            logger.info("step %d: %s", step, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
+            logger.info(
+                "step %d: %s", step, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+            )
         if step % max(o.save_every, 1) == 0 or step == o.steps:
             save_training_state(model, optimizer, step, history, o, last)
     final = out / CHECKPOINT_FINAL
@@ -543,7 +559,9 @@ def finetune(
     return {"history": history, "seconds_per_step": elapsed / max(timed, 1), "checkpoint": str(final)}
 
 
-def save_training_state(model: RobotSeg, optimizer: torch.optim.Optimizer, step: int, history: list, options: FinetuneOptions, path: pathlib.Path) -> None:
+def save_training_state(
+    model: RobotSeg, optimizer: torch.optim.Optimizer, step: int, history: list, options: FinetuneOptions, path: pathlib.Path
+) -> None:
     """``last.pt``: the model (loadable by ``build_robotseg``), the optimizer, the step and the options; written atomically."""
     payload = {
         "model": model.state_dict(),
@@ -560,4 +578,6 @@ def save_training_state(model: RobotSeg, optimizer: torch.optim.Optimizer, step:
 
 def save_model(model: RobotSeg, path: pathlib.Path, options: FinetuneOptions) -> None:
     """The final checkpoint: SAM 2's ``{"model": state_dict}`` layout plus the config and options."""
-    torch.save({"model": model.state_dict(), "config": dataclasses.asdict(model.config), "finetune": dataclasses.asdict(options)}, path)
+    torch.save(
+        {"model": model.state_dict(), "config": dataclasses.asdict(model.config), "finetune": dataclasses.asdict(options)}, path
+    )

@@ -348,8 +348,12 @@ def robotseg_from_config(cfg: RobotSegConfig) -> RobotSeg:
     memory_attention = SemaMemoryAttention(layers, d, pos_enc_at_input=True, structure_upsample=cfg.sema.structure_upsample)
     memory_encoder = MemoryEncoder(
         out_dim=mem,
-        mask_downsampler=MaskDownSampler(embed_dim=d, kernel_size=3, stride=cfg.mask_downsampler_stride, padding=1, total_stride=cfg.backbone_stride),
-        fuser=Fuser(CXBlock(dim=d, kernel_size=7, padding=3, layer_scale_init_value=1e-6, use_dwconv=True), num_layers=cfg.fuser_layers),
+        mask_downsampler=MaskDownSampler(
+            embed_dim=d, kernel_size=3, stride=cfg.mask_downsampler_stride, padding=1, total_stride=cfg.backbone_stride
+        ),
+        fuser=Fuser(
+            CXBlock(dim=d, kernel_size=7, padding=3, layer_scale_init_value=1e-6, use_dwconv=True), num_layers=cfg.fuser_layers
+        ),
         position_encoding=_sine_position(mem),
         in_dim=d,
     )
@@ -361,7 +365,9 @@ def robotseg_from_config(cfg: RobotSegConfig) -> RobotSeg:
     )
     mask_decoder = MaskDecoder(
         num_multimask_outputs=3,
-        transformer=TwoWayTransformer(depth=cfg.decoder_depth, embedding_dim=d, mlp_dim=cfg.decoder_mlp_dim, num_heads=cfg.decoder_heads),
+        transformer=TwoWayTransformer(
+            depth=cfg.decoder_depth, embedding_dim=d, mlp_dim=cfg.decoder_mlp_dim, num_heads=cfg.decoder_heads
+        ),
         transformer_dim=d,
         iou_head_depth=3,
         iou_head_hidden_dim=cfg.iou_head_hidden_dim,

@@ -151,7 +151,13 @@ class RobotSegVideoPredictor:
 
     # ------------------------------------------------------------------ state
 
-    def init_state(self, video_path, offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False, async_loading_frames: bool = False) -> InferenceState:
+    def init_state(
+        self,
+        video_path,
+        offload_video_to_cpu: bool = False,
+        offload_state_to_cpu: bool = False,
+        async_loading_frames: bool = False,
+    ) -> InferenceState:
         """A state for a folder of frames, a video file, or in-memory ``(T, H, W, 3)`` uint8 frames.
 
         Frames stay in memory at their own size (SAM 2's offload flags are accepted and
@@ -242,7 +248,9 @@ class RobotSegVideoPredictor:
         tracks = [Track(o.target, {frame_idx: o.prompts[frame_idx]}) for _, o in prompted]
         states = [self.tracker.start(t.target, state.num_frames, frame_idx) for t in tracks]
         low = [None] * len(state.objects)
-        for _, index, logits in iter_logits(self.tracker, state.frames, [Visit(frame_idx, "cond")], tracks, states, self.options, self.device):
+        for _, index, logits in iter_logits(
+            self.tracker, state.frames, [Visit(frame_idx, "cond")], tracks, states, self.options, self.device
+        ):
             low[prompted[index][0]] = logits
         return self._video_res(state, low)
 
@@ -278,7 +286,9 @@ class RobotSegVideoPredictor:
             order = list(range(start_frame_idx, min(start_frame_idx + limit, state.num_frames - 1) + 1))
         yield from self._propagate(state, order, "reverse" if reverse else "forward")
 
-    def _propagate(self, state: InferenceState, order: list[int], direction: str) -> Iterator[tuple[int, list[Any], torch.Tensor]]:
+    def _propagate(
+        self, state: InferenceState, order: list[int], direction: str
+    ) -> Iterator[tuple[int, list[Any], torch.Tensor]]:
         objects = [o for o in state.objects.values() if o.prompts]
         groups = group_by_cond_frames([Track(o.target, dict(o.prompts)) for o in objects])
         ids_by_group = {cond: [o.obj_id for o in objects if tuple(sorted(o.prompts)) == cond] for cond in groups}

@@ -114,7 +114,9 @@ class RobotPromptGenerator(nn.Module):
             valid[i] = True
         return tokens, valid
 
-    def forward(self, target: str, batch: int, object_tokens: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, target: str, batch: int, object_tokens: torch.Tensor | None = None, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Robot tokens ``(B, bank + N, d_model)`` for ``target``.
 
         ``object_tokens`` ``(B, N, num_micro * mem_dim)`` with ``valid`` ``(B, N)`` come from

@@ -104,7 +104,9 @@ def load_prompt_file(path: str | os.PathLike) -> PromptFile:
         episodes[episode] = {}
         for camera, frames in cameras.items():
             if not isinstance(frames, dict):
-                raise PromptFileError(f"prompt file {path}, episode {episode}, camera {camera}: expected an object keyed by frame index")
+                raise PromptFileError(
+                    f"prompt file {path}, episode {episode}, camera {camera}: expected an object keyed by frame index"
+                )
             prompts = []
             for frame_key, entries in frames.items():
                 where = f"prompt file {path}, episode {episode}, camera {camera}, frame {frame_key}"

@@ -119,7 +119,9 @@ def prompt_target(
             break
         clicks.append(click)
     chosen = best[1]
-    predictor.add_new_points_or_box(state, frame, obj_id, points=[[c.x, c.y] for c in chosen], labels=[c.label for c in chosen], robots=target)
+    predictor.add_new_points_or_box(
+        state, frame, obj_id, points=[[c.x, c.y] for c in chosen], labels=[c.label for c in chosen], robots=target
+    )
     return chosen
 
 

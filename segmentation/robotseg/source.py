@@ -109,7 +109,9 @@ class RobotSegMaskSource(MaskSource):
     def check(self, features, cameras) -> None:
         o = self.options
         if o.config not in CONFIGS:
-            raise SourceConfigError(f"segmentation.config: unknown RobotSeg config {o.config!r}; known: {', '.join(sorted(CONFIGS))}")
+            raise SourceConfigError(
+                f"segmentation.config: unknown RobotSeg config {o.config!r}; known: {', '.join(sorted(CONFIGS))}"
+            )
         check_checkpoint(o.checkpoint, o.allow_random_init)
         check_device(o.device)
         if not o.model_targets:
@@ -120,7 +122,9 @@ class RobotSegMaskSource(MaskSource):
         if o.mode not in MODES:
             raise SourceConfigError(f"segmentation.mode: expected one of {', '.join(MODES)}, got {o.mode!r}")
         if o.missing_prompts not in MISSING_PROMPTS:
-            raise SourceConfigError(f"segmentation.missing_prompts: expected one of {', '.join(MISSING_PROMPTS)}, got {o.missing_prompts!r}")
+            raise SourceConfigError(
+                f"segmentation.missing_prompts: expected one of {', '.join(MISSING_PROMPTS)}, got {o.missing_prompts!r}"
+            )
         if o.mode == "prompted":
             if o.prompts is None:
                 raise SourceConfigError("segmentation.prompts: mode=prompted needs a prompt file")

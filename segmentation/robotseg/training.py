@@ -101,11 +101,21 @@ def clip_losses(outputs: list[StepOutput], masks: torch.Tensor, weights: LossWei
         terms["object_score"].append(F.binary_cross_entropy_with_logits(output.object_score_logits, present))
         if output.structure_logits:
             edges = boundary_map(truth, weights.boundary_width)
-            structure = [F.binary_cross_entropy_with_logits(F.interpolate(s, size=size, mode="bilinear", align_corners=False), edges) for s in output.structure_logits]
+            structure = [
+                F.binary_cross_entropy_with_logits(F.interpolate(s, size=size, mode="bilinear", align_corners=False), edges)
+                for s in output.structure_logits
+            ]
             terms["structure"].append(torch.stack(structure).mean())
     means = {k: torch.stack(v).mean() if v else torch.zeros((), device=masks.device) for k, v in terms.items()}
-    total = means["mask"] + weights.iou * means["iou"] + weights.object_score * means["object_score"] + weights.structure * means["structure"]
-    return total, StepLosses(float(total.detach()), *(float(means[k].detach()) for k in ("mask", "iou", "object_score", "structure")))
+    total = (
+        means["mask"]
+        + weights.iou * means["iou"]
+        + weights.object_score * means["object_score"]
+        + weights.structure * means["structure"]
+    )
+    return total, StepLosses(
+        float(total.detach()), *(float(means[k].detach()) for k in ("mask", "iou", "object_score", "structure"))
+    )
 
 
 def train_step(

@@ -152,7 +152,9 @@ class RobotSegTracker:
         bank = MemoryBank(c.num_maskmem, c.max_obj_ptrs_in_encoder, c.max_cond_frames_in_attn, num_frames, first_cond_frame)
         return self.State(target, bank)
 
-    def step(self, state: "RobotSegTracker.State", frame: int, features: FrameFeatures, prompt: PointPrompt | None, kind: str) -> torch.Tensor:
+    def step(
+        self, state: "RobotSegTracker.State", frame: int, features: FrameFeatures, prompt: PointPrompt | None, kind: str
+    ) -> torch.Tensor:
         if kind == "reverse" and not state.bank.reverse:
             state.bank.start_reverse()
         selection = None if kind == "cond" else state.bank.select(frame)

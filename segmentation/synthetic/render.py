@@ -280,9 +280,7 @@ def _build_scene(client: int, rng: np.random.Generator) -> tuple[str, list[tuple
         body = pybullet.loadURDF(asset, position, orientation, globalScaling=scale, physicsClientId=client)
         # Stand it on the table top (z = 0): its lowest point is where its size puts it.
         bottom = pybullet.getAABB(body, physicsClientId=client)[0][2]
-        pybullet.resetBasePositionAndOrientation(
-            body, (position[0], position[1], -bottom), orientation, physicsClientId=client
-        )
+        pybullet.resetBasePositionAndOrientation(body, (position[0], position[1], -bottom), orientation, physicsClientId=client)
         pybullet.changeVisualShape(body, -1, rgbaColor=[*rng.uniform(0.1, 1.0, size=3), 1.0], physicsClientId=client)
         objects.append((body, name))
     verb = ("pick up", "push", "touch", "move to")[int(rng.integers(4))]
