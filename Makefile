@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SAMPLE := data/sample/oxe_augment_sample/1.0.0
 
-.PHONY: demo test test-fast test-slow install clean
+.PHONY: demo test test-fast format install clean
 
 install: $(VENV)/.installed
 
@@ -21,14 +21,22 @@ demo: install
 	@test -f $(SAMPLE)/dataset_info.json || $(BIN)/oxe-augment sample-data $(SAMPLE)
 	$(BIN)/oxe-augment run configs/demo.yaml
 
-# The default suite, then the learning tests (marked slow) on their own.
+# Lint and format check, the default suite, then the learning tests (marked slow) on their
+# own. Tests run on every core (pytest-xdist): most of them are single-threaded Beam runs.
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	@sh tests/setup_browser.sh  # Chromium for the report.html test; never fails the build
-	$(BIN)/python -m pytest -q tests
-	$(BIN)/python -m pytest -q -m slow tests
+	$(BIN)/python -m pytest -q -n auto tests
+	$(BIN)/python -m pytest -q -n auto -m slow tests
 
 test-fast: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto tests
+
+# Reformat the tree (what `make test` checks).
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 clean:
 	rm -rf out data/sample

@@ -102,7 +102,9 @@ class Section:
     def attempt(self, setting: dict, measure) -> None:
         """Run ``measure()`` (returns a dict of figures) for ``setting``; record the figures or the error."""
         if self.left() < MIN_SECONDS_TO_START:
-            self.data["errors"].append({**setting, "error": f"not started: less than {MIN_SECONDS_TO_START:.0f} s left of the section's time cap"})
+            self.data["errors"].append(
+                {**setting, "error": f"not started: less than {MIN_SECONDS_TO_START:.0f} s left of the section's time cap"}
+            )
             self.save()
             return
         start = time.monotonic()
@@ -189,7 +191,10 @@ def section_environment(args) -> dict:
         with contextlib.suppress(Exception):
             out = subprocess.run(
                 ["nvidia-smi", "--query-gpu=driver_version,name", "--format=csv,noheader"],
-                check=False, capture_output=True, text=True, timeout=20,
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=20,
             )
             env["nvidia_driver"] = out.stdout.strip().splitlines()[0].split(",")[0].strip()
     return env
@@ -224,8 +229,14 @@ def section_robotseg(args, section: Section) -> None:
     section.data.update(
         weights=args.robotseg_checkpoint or "random (torch.manual_seed(0))",
         config=("tiny_config()" if args.dry_run else "robotseg_config('robotseg_hiera_t')") + " with image_size set per record",
-        targets=["robot"], frames=frames_count, frame_size=list(frame_size), chunk_size=chunk, repeats=repeats,
-        compile_backend=backend, device=str(device), mode="automatic (Robot Prompt Generator)",
+        targets=["robot"],
+        frames=frames_count,
+        frame_size=list(frame_size),
+        chunk_size=chunk,
+        repeats=repeats,
+        compile_backend=backend,
+        device=str(device),
+        mode="automatic (Robot Prompt Generator)",
     )
     section.save()
 
@@ -363,10 +374,17 @@ def section_sam3(args, section: Section) -> None:
             folder = tiny_sam3_folder(pathlib.Path(scratch) / "tiny-sam3")
             weights, model_dir = "tiny random (tests/test_sam3_source.py save_tiny_sam3)", str(folder)
         else:
-            weights, model_dir = (args.sam3_model, args.sam3_model) if args.sam3_model else ("random, real size (Sam3VideoConfig())", None)
+            weights, model_dir = (
+                (args.sam3_model, args.sam3_model) if args.sam3_model else ("random, real size (Sam3VideoConfig())", None)
+            )
         section.data.update(
-            weights=weights, prompts=prompts, frames=frames_count, frame_size=list(frame_size),
-            score_threshold=thresholds[0], new_object_threshold=thresholds[1], device=str(device),
+            weights=weights,
+            prompts=prompts,
+            frames=frames_count,
+            frame_size=list(frame_size),
+            score_threshold=thresholds[0],
+            new_object_threshold=thresholds[1],
+            device=str(device),
         )
         section.save()
         holder: dict = {}
@@ -382,8 +400,11 @@ def section_sam3(args, section: Section) -> None:
             else:
                 holder["model"], holder["parameters"] = full_size_sam3(device, torch.bfloat16)
             _sync(device)
-            return {"load_seconds": round(time.perf_counter() - start, 2), "parameters": holder["parameters"],
-                    "dtype": str(holder["model"].dtype).replace("torch.", "")}
+            return {
+                "load_seconds": round(time.perf_counter() - start, 2),
+                "parameters": holder["parameters"],
+                "dtype": str(holder["model"].dtype).replace("torch.", ""),
+            }
 
         loaded: dict = {}
 
@@ -445,7 +466,9 @@ def section_diffusion(args, section: Section) -> None:
         section.save()
 
         def measure():
-            options = DiffusionOptions(model=folder or "<random sd>", pipeline="sd", steps=steps, device=device.type, resolution=resolution)
+            options = DiffusionOptions(
+                model=folder or "<random sd>", pipeline="sd", steps=steps, device=device.type, resolution=resolution
+            )
             source = DiffusionInpaintBackground(options)
             start = time.perf_counter()
             if folder:
@@ -482,7 +505,10 @@ def section_pipeline(args, section: Section) -> None:
     if args.dry_run:  # tiny networks on shared cores: more threads only spin
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     section.data.update(
-        recipe="configs/segment_robotseg.yaml", robotseg_config=config, device=device, runner_workers=workers,
+        recipe="configs/segment_robotseg.yaml",
+        robotseg_config=config,
+        device=device,
+        runner_workers=workers,
         weights=args.robotseg_checkpoint or "random (segmentation.allow_random_init: true)",
         sample_data={"episodes": episodes, "steps": steps, "size": size, "cameras": 2},
     )
@@ -490,7 +516,9 @@ def section_pipeline(args, section: Section) -> None:
 
     def run(command: list[str]) -> subprocess.CompletedProcess:
         print(f"[pipeline] $ {' '.join(command)}", flush=True)
-        done = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=max(1.0, section.left()))
+        done = subprocess.run(
+            command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=max(1.0, section.left())
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command[1:3])} exited {done.returncode}: {(done.stdout + done.stderr)[-1500:]}")
         return done
@@ -502,10 +530,19 @@ def section_pipeline(args, section: Section) -> None:
         sample_seconds = time.perf_counter() - start
         out = scratch / "out"
         command = [
-            cli, "run", "configs/segment_robotseg.yaml",
-            "--set", f"input.dir={data}", "--set", f"output.dir={out}",
-            "--set", f"segmentation.config={config}", "--set", f"segmentation.device={device}",
-            "--set", f"runner.workers={workers}",
+            cli,
+            "run",
+            "configs/segment_robotseg.yaml",
+            "--set",
+            f"input.dir={data}",
+            "--set",
+            f"output.dir={out}",
+            "--set",
+            f"segmentation.config={config}",
+            "--set",
+            f"segmentation.device={device}",
+            "--set",
+            f"runner.workers={workers}",
         ]
         if args.robotseg_checkpoint:
             command += ["--set", f"segmentation.checkpoint={os.path.abspath(args.robotseg_checkpoint)}"]
@@ -566,8 +603,17 @@ def run_section_here(args) -> int:
 def run_section_child(name: str, args, argv: list[str], cap: float, scratch: pathlib.Path) -> dict:
     """Run section ``name`` in a child process limited to ``cap`` seconds; its figures and errors."""
     path = scratch / f"{name}.json"
-    command = [sys.executable, str(pathlib.Path(__file__).resolve()), *argv,
-               "--section", name, "--section-file", str(path), "--section-cap", str(cap)]
+    command = [
+        sys.executable,
+        str(pathlib.Path(__file__).resolve()),
+        *argv,
+        "--section",
+        name,
+        "--section-file",
+        str(path),
+        "--section-cap",
+        str(cap),
+    ]
     log = scratch / f"{name}.log"
     start = time.monotonic()
     status = "ok"
@@ -586,7 +632,9 @@ def run_section_child(name: str, args, argv: list[str], cap: float, scratch: pat
     except (OSError, ValueError):
         data = {"records": [], "errors": []}
     if status == "timeout":
-        data["errors"].append({"error": f"time cap of {cap:.0f} s reached; the section was stopped (figures above were measured before)"})
+        data["errors"].append(
+            {"error": f"time cap of {cap:.0f} s reached; the section was stopped (figures above were measured before)"}
+        )
     elif returncode != 0 and not data["errors"]:  # it died without saying why: its output's end
         status = "error"
         tail = log.read_text(errors="replace")[-2000:]
@@ -603,12 +651,21 @@ def run_section_child(name: str, args, argv: list[str], cap: float, scratch: pat
 
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help=f"the JSON file (default {DEFAULT_OUT.relative_to(REPO)})")
-    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny models and data: checks the suite, measures nothing real")
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=DEFAULT_OUT, help=f"the JSON file (default {DEFAULT_OUT.relative_to(REPO)})"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="CPU, tiny models and data: checks the suite, measures nothing real"
+    )
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--total-seconds", type=float, default=None, help="cap on the whole suite (default 470; dry run 840)")
     for name in SECTIONS:
-        parser.add_argument(f"--cap-{name}", type=float, default=None, help=f"seconds for {name} (default {DEFAULT_CAPS[name]}; dry run {DRY_CAPS[name]})")
+        parser.add_argument(
+            f"--cap-{name}",
+            type=float,
+            default=None,
+            help=f"seconds for {name} (default {DEFAULT_CAPS[name]}; dry run {DRY_CAPS[name]})",
+        )
     parser.add_argument("--robotseg-checkpoint", help="robotseg.pt; default: random weights")
     parser.add_argument("--robotseg-sizes", type=int, nargs="+", help="model input sizes (default 512 1024; dry run 64 128)")
     parser.add_argument("--robotseg-frames", type=int, help="frames per timed clip (default 16; dry run 4)")
@@ -661,7 +718,11 @@ def main(argv: list[str] | None = None) -> int:
             left = total - (time.monotonic() - started)
             cap = min(getattr(args, f"cap_{name}") or caps[name], left)
             if cap < 10:
-                result[name] = {"status": "skipped", "records": [], "errors": [{"error": f"the suite's total cap of {total:.0f} s was used up"}]}
+                result[name] = {
+                    "status": "skipped",
+                    "records": [],
+                    "errors": [{"error": f"the suite's total cap of {total:.0f} s was used up"}],
+                }
             else:
                 print(f"== {name} (cap {cap:.0f} s)", flush=True)
                 result[name] = run_section_child(name, args, child_argv, cap, scratch)

@@ -41,9 +41,9 @@ import psutil
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-from measure import OXE_AUGMENT, measure
+from measure import OXE_AUGMENT, measure  # noqa: E402 - after the sys.path line above
 
-import pipelines  # noqa: F401  (imports triton before TensorFlow, see pipelines/__init__.py)
+import pipelines  # noqa: E402,F401 - triton before TensorFlow (pipelines/__init__.py)
 
 RESULTS = REPO / "benchmarks" / "results" / "memory_episode_length.json"
 TARGET_RATIO = 1.3
@@ -126,8 +126,15 @@ def dataset_for(scratch: pathlib.Path, size: int, steps: int, cache: dict) -> pa
 def run_case(dataset: pathlib.Path, output: pathlib.Path, poll: float) -> dict:
     """``oxe-augment run configs/demo.yaml`` on ``dataset`` with one worker; peak RSS of the tree."""
     command = [
-        OXE_AUGMENT, "run", "configs/demo.yaml",
-        "--set", f"input.dir={dataset}", "--set", f"output.dir={output}", "--set", "runner.workers=1",
+        OXE_AUGMENT,
+        "run",
+        "configs/demo.yaml",
+        "--set",
+        f"input.dir={dataset}",
+        "--set",
+        f"output.dir={output}",
+        "--set",
+        "runner.workers=1",
     ]
     load_before = os.getloadavg()
     result = measure(command, poll_seconds=poll)

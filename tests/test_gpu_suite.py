@@ -7,7 +7,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
+
+# Each section starts a process that imports torch, transformers and TensorFlow: minutes
+# on two cores, so the suite runs with the other long tests (`pytest -m slow`).
+pytestmark = pytest.mark.slow
 
 SUITE = REPO / "benchmarks" / "gpu_suite.sh"
 SECTIONS = ("robotseg", "sam3", "diffusion", "pipeline")
@@ -17,7 +23,12 @@ def run_suite(out, *extra) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable}
     return subprocess.run(
         ["bash", str(SUITE), "--dry-run", "--out", str(out), *extra],
-        check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500,
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
     )
 
 
