@@ -128,7 +128,7 @@ def run_command(args) -> int:
             # SIGTERM (a scheduler, a preempted node) and Ctrl-C leave through the pipeline's
             # clean-up, so the scratch folder goes and the previous output stays as it was.
             with interruptible() as stop:
-                report = pipeline()
+                report = pipeline(plan)
         except RecipeError as e:
             error = (EXIT_CONFIG, f"error: {args.recipe}: {e}")
         except Exception as e:  # the job itself failed (fail_fast, runner error)

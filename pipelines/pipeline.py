@@ -80,11 +80,12 @@ class AugmentPipeline:
         self.verbose = verbose
         self.console = console  # where progress goes; None: no progress line
 
-    def __call__(self) -> RunReport:
+    def __call__(self, plan: RunPlan | None = None) -> RunReport:
+        """Run the recipe; ``plan`` is :meth:`plan`'s result when the caller already checked."""
         start = time.perf_counter()
 
         # 1. Check inputs: dataset, splits, cameras, sources, output folder. No Beam yet.
-        plan = self.plan()
+        plan = plan or self.plan()
         log.debug("input %s: splits %s, cameras %s", plan.source.dir, plan.splits, plan.cameras)
 
         # 2. Open the output: everything is written into a scratch folder beside the

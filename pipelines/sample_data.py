@@ -15,11 +15,14 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import os
 import pathlib
 import shutil
 import sys
 import tempfile
+import time
 import typing
+from typing import Callable
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -169,8 +172,9 @@ class _SampleDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=T
     VERSION = tfds.core.Version(DATASET_VERSION)
     RELEASE_NOTES = {DATASET_VERSION: "Synthetic pybullet robots with exact part and task-object masks."}
 
-    def __init__(self, *, spec: SampleSpec, data_dir: str):
+    def __init__(self, *, spec: SampleSpec, data_dir: str, progress: Callable[[int, int], None] | None = None):
         self._spec = spec
+        self._progress = progress
         super().__init__(data_dir=data_dir)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -196,6 +200,8 @@ class _SampleDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=T
     def _generate_examples(self):
         for index in range(self._spec.episodes):
             yield index, episode_example(index, render_sample_episode(self._spec, index))
+            if self._progress:
+                self._progress(index + 1, self._spec.episodes)
 
 
 def write_sample_dataset(
@@ -208,11 +214,13 @@ def write_sample_dataset(
     cameras: int = 2,
     wrist: bool = False,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> pathlib.Path:
     """Render the sample dataset and write it as the TFDS version folder ``out_dir``.
 
     ``out_dir`` must not exist or be empty. Returns ``out_dir`` as a path; load it with
-    ``tfds.builder_from_directory(out_dir)``.
+    ``tfds.builder_from_directory(out_dir)``. ``progress(done, total)`` is called after
+    each rendered episode.
     """
     spec = SampleSpec(episodes=episodes, steps=steps, size=size, robots=tuple(robots), cameras=cameras, wrist=wrist, seed=seed)
     out = pathlib.Path(out_dir)
@@ -223,7 +231,7 @@ def write_sample_dataset(
     # output (same filesystem, so the final moves are renames) and move the files up.
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".sample-data-", dir=out.parent) as scratch:
-        builder = _SampleDatasetBuilder(spec=spec, data_dir=scratch)
+        builder = _SampleDatasetBuilder(spec=spec, data_dir=scratch, progress=progress)
         # TFDS prints "downloaded and prepared to <scratch path>", which is not where the
         # dataset ends up.
         with contextlib.redirect_stdout(io.StringIO()), deterministic_serialization():
@@ -268,22 +276,42 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_sample_data(args: argparse.Namespace) -> int:
-    """Handler of ``sample-data``: write the dataset, print where it is."""
+    """Handler of ``sample-data``: write the dataset with a progress line, print where it is."""
+    from pipelines.console import Console, quiet_native_output
+
     robots = tuple(r.strip() for r in args.robots.split(",") if r.strip())
     tfds.disable_progress_bar()
-    try:
-        out = write_sample_dataset(
-            args.out,
-            episodes=args.episodes,
-            steps=args.steps,
-            size=args.size,
-            robots=robots,
-            cameras=args.cameras,
-            wrist=args.wrist,
-            seed=args.seed,
-        )
-    except (ValueError, FileExistsError) as error:
+    log_path = os.path.join(tempfile.gettempdir(), f"oxe-augment-sample-data-{os.getpid()}.log")
+    # pybullet and TensorFlow print banners from C; without -v they go to a log file.
+    native = contextlib.nullcontext(Console()) if getattr(args, "verbose", False) else quiet_native_output(log_path)
+    start = time.monotonic()
+    with native as console:
+
+        def progress(done: int, total: int) -> None:
+            elapsed = time.monotonic() - start
+            eta = elapsed / done * (total - done)
+            console.progress(f"rendered {done}/{total} episodes, {elapsed:.0f} s, ETA {eta:.0f} s", final=done == total)
+
+        console.progress(f"rendering {args.episodes} episodes ({args.steps} steps, {args.size} px) ...")
+        try:
+            out = write_sample_dataset(
+                args.out,
+                episodes=args.episodes,
+                steps=args.steps,
+                size=args.size,
+                robots=robots,
+                cameras=args.cameras,
+                wrist=args.wrist,
+                seed=args.seed,
+                progress=progress,
+            )
+            error = None
+        except (ValueError, FileExistsError) as e:
+            error = e
+    if error is not None:
         print(f"sample-data: {error}", file=sys.stderr)
         return 2
+    with contextlib.suppress(OSError):
+        os.remove(log_path)
     print(f"wrote {args.episodes} episodes to {out} (dataset {DATASET_NAME} {DATASET_VERSION}, split {SPLIT})")
     return 0

@@ -242,7 +242,11 @@ class ComposeVariants(beam.DoFn):
             original = episode.output_example({}, masks, self._provenance(episode, "original"), objects)
             outputs.append((f"{episode.key}/original", original))
         composite = plan.plan.composite
-        variant_frames: dict[str, list[np.ndarray]] = {c: [] for c in plan.cameras}
+        previews = episode.index < plan.previews
+        # Each composited clip is encoded as soon as it is made, so only one is held in
+        # memory at a time (all of them only for an episode that gets previews).
+        encoded: dict[int, dict[str, list[bytes]]] = {v: {} for v in range(plan.plan.variants)}
+        preview_frames: dict[str, list[np.ndarray]] = {c: [] for c in plan.cameras}
         for camera in plan.cameras:
             with _failing_as(f"camera {camera}"):
                 frames = episode.frames(camera)
@@ -251,18 +255,17 @@ class ComposeVariants(beam.DoFn):
                 alpha = clip_alpha(variants[0].kept, composite)  # the kept mask is the same for every variant
                 for variant in variants:
                     background = episode.backgrounds[(camera, variant.variant)]
-                    variant_frames[camera].append(
-                        composite_clip(frames, variant.kept, background, variant.protected, variant.camera_plan, composite, alpha)
+                    clip = composite_clip(
+                        frames, variant.kept, background, variant.protected, variant.camera_plan, composite, alpha
                     )
+                    encoded[variant.variant][camera] = [encode_image(frame, plan.camera_formats[camera]) for frame in clip]
+                    if previews:
+                        preview_frames[camera].append(clip)
         for variant in range(plan.plan.variants):
-            frames = {
-                camera: [encode_image(frame, plan.camera_formats[camera]) for frame in variant_frames[camera][variant]]
-                for camera in plan.cameras
-            }
             provenance = self._provenance(episode, f"v{variant}")
-            outputs.append((f"{episode.key}/v{variant}", episode.output_example(frames, masks, provenance, objects)))
-        if episode.index < plan.previews:
-            self._write_previews(episode, variant_frames)
+            outputs.append((f"{episode.key}/v{variant}", episode.output_example(encoded[variant], masks, provenance, objects)))
+        if previews:
+            self._write_previews(episode, preview_frames)
         return outputs, coverage
 
     def _encoded_masks(self, episode: Episode) -> tuple[dict[str, list[bytes]], dict[str, list[bytes]]]:
