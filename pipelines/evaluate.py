@@ -23,7 +23,8 @@ import dataclasses
 import json
 import pathlib
 import sys
-from typing import Iterator, Sequence
+import time
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -258,11 +259,12 @@ def evaluate(
     *,
     cameras: Sequence[str] | None = None,
     skip_first_last: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> metrics.EvalResult:
     """Score every prediction episode against its ground-truth episode.
 
     ``cameras`` default to those with masks on both sides (RLDS vs RLDS); with a VRS side
-    each video is one clip.
+    each video is one clip. ``progress(scored)`` is called after each scored episode.
     """
     mixed = (pred.kind == "vrs") != (gt.kind == "vrs")
     read_cameras = {"pred": pred.cameras, "gt": gt.cameras}
@@ -293,6 +295,8 @@ def evaluate(
             continue
         matched_gt.add(target_key)
         scored.append(_score_episode(episode, truth, skip_first_last, pred.path))
+        if progress:
+            progress(len(scored))
     if not scored:
         raise EvalInputError(
             f"no episode of {pred.path} matched an episode of {gt.path} "
@@ -524,6 +528,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_eval)
 
 
+def _progress_line(every_seconds: float = 2.0) -> Callable[[int], None]:
+    """A progress callback for ``evaluate``: "scored N episodes" every few seconds (stderr)."""
+    from pipelines.console import Console
+
+    console, last = Console(), [time.monotonic()]
+
+    def show(scored: int) -> None:
+        if time.monotonic() - last[0] >= every_seconds:
+            last[0] = time.monotonic()
+            console.progress(f"scored {scored} episodes ...")
+
+    return show
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of ``eval``: score, print the table, write JSON/CSV. Exit 2 on unusable inputs."""
     if args.protocol == "robotseg":
@@ -535,7 +553,7 @@ def run_eval(args: argparse.Namespace) -> int:
         pred = open_mask_dataset(args.pred, args.split)
         gt = open_mask_dataset(args.gt, args.split)
         cameras = [c for arg in args.cameras or () for c in arg.split(",") if c]
-        result = evaluate(pred, gt, cameras=cameras or None, skip_first_last=args.skip_first_last)
+        result = evaluate(pred, gt, cameras=cameras or None, skip_first_last=args.skip_first_last, progress=_progress_line())
     except EvalInputError as error:
         print(f"eval: {error}", file=sys.stderr)
         return 2
