@@ -74,7 +74,6 @@ def quiet_native_output(log_path: str) -> Iterator[Console]:
     saved_out, saved_err = os.dup(1), os.dup(2)
     terminal = io.TextIOWrapper(os.fdopen(os.dup(saved_err), "wb", buffering=0), write_through=True)
     console = Console(terminal)
-    console.live = os.isatty(saved_err)
     with open(log_path, "ab", buffering=0) as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)

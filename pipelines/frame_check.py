@@ -19,39 +19,29 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from pipelines.episode import observation_value
+from pipelines.rlds_io import leaf_features
+
 
 class FrameError(ValueError):
     """An image does not match its declared feature; the message names camera and step."""
 
 
-def image_features(features) -> dict[tuple[str, ...], Any]:
-    """Every ``Image`` feature under ``steps/observation``, by path (nested dicts included)."""
-    found: dict[tuple[str, ...], Any] = {}
-
-    def walk(node, path: tuple[str, ...]) -> None:
-        for name, feature in node.items():
-            if isinstance(feature, tfds.features.Image):
-                found[path + (name,)] = feature
-            elif isinstance(feature, tfds.features.FeaturesDict):
-                walk(feature, path + (name,))
-
-    walk(features["steps"]["observation"], ())
-    return found
+def image_features(features) -> dict[str, Any]:
+    """Every ``Image`` feature under ``steps/observation``, by name (nested: ``images/wrist``)."""
+    return {name: f for name, f in leaf_features(features["steps"]["observation"]) if isinstance(f, tfds.features.Image)}
 
 
-def check_episode_images(steps: list[dict], features: dict[tuple[str, ...], Any]) -> None:
+def check_episode_images(steps: list[dict], features: dict[str, Any]) -> None:
     """Raise :class:`FrameError` at the first encoded image that does not fit its feature.
 
     ``steps`` are the episode's steps with images still encoded (``SkipDecoding``);
     ``features`` come from :func:`image_features`.
     """
-    for path, feature in features.items():
-        name = "/".join(path)
+    for name, feature in features.items():
         declared = tuple(feature.shape)
         for t, step in enumerate(steps):
-            value = step["observation"]
-            for key in path:
-                value = value[key]
+            value = observation_value(step["observation"], name)
             if not isinstance(value, (bytes, bytearray)):
                 continue  # already an array: TFDS checked it while parsing
             problem = _image_problem(bytes(value), declared, np.dtype(feature.np_dtype))

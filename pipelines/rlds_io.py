@@ -117,7 +117,7 @@ class SourceDataset:
     @property
     def observation_features(self) -> dict[str, Any]:
         """Every leaf feature under ``steps/observation`` by name (nested: ``parent/child``)."""
-        return dict(_leaf_features(self.features["steps"]["observation"]))
+        return dict(leaf_features(self.features["steps"]["observation"]))
 
     @property
     def episode_fields(self) -> list[str]:
@@ -295,7 +295,7 @@ def describe_observation(features) -> list[ObservationFeature]:
     images, segmentation or mask images and other tensors are carried untouched.
     """
     described = []
-    for name, feature in _leaf_features(features["steps"]["observation"]):
+    for name, feature in leaf_features(features["steps"]["observation"]):
         shape = tuple(feature.shape)
         dtype = np.dtype(feature.np_dtype).name if getattr(feature, "np_dtype", None) is not None else "?"
         kind = type(feature).__name__
@@ -334,11 +334,11 @@ def _camera_verdict(name: str, feature, shape: tuple, dtype: str) -> tuple[bool,
     return True, f"{what}{encoding}"
 
 
-def _leaf_features(node, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def leaf_features(node, prefix: str = "") -> Iterator[tuple[str, Any]]:
     """``(name, feature)`` for every non-dict feature under ``node``, nested names ``a/b``."""
     for key, feature in node.items():
         if isinstance(feature, tfds.features.FeaturesDict):
-            yield from _leaf_features(feature, f"{prefix}{key}/")
+            yield from leaf_features(feature, f"{prefix}{key}/")
         else:
             yield prefix + key, feature
 
