@@ -16,6 +16,7 @@ import dataclasses
 import time
 from typing import Any, Iterable, Sequence
 
+import cv2
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
@@ -46,7 +47,7 @@ def readable_error(error: BaseException) -> str:
     if isinstance(error, StageError):
         return str(error)
     text = str(error).strip()
-    if type(error).__name__ == "error" and "OpenCV" in text:  # cv2.error
+    if isinstance(error, cv2.error):
         # "OpenCV(5.0) /path/file.cpp:123: error: (-215:Assertion failed) cond in function 'f'"
         detail = text.split("error: ", 1)[-1]
         return f"image operation failed in OpenCV: {detail.splitlines()[0]}"

@@ -55,11 +55,17 @@ def part_dir_name(part: int, parts: int) -> str:
     return f"{part}-of-{parts}"
 
 
+def episode_range(shard: ShardSpec) -> tuple[int, int]:
+    """``[first, stop)``: the split indexes of the episodes ``shard`` (whole, or a window) stands for."""
+    if isinstance(shard, ShardWindow):
+        return shard.start, shard.stop
+    return shard.first_index, shard.first_index + shard.expected
+
+
 def episodes_in(shard: ShardSpec) -> int:
     """How many of the split's episodes ``shard`` (a whole shard or a window) stands for."""
-    if isinstance(shard, ShardWindow):
-        return shard.stop - shard.start
-    return shard.expected
+    first, stop = episode_range(shard)
+    return stop - first
 
 
 def part_of(shards: list[ShardSpec], part: int, parts: int) -> list[ShardSpec]:

@@ -23,7 +23,7 @@ from pipelines import filesystems
 from pipelines.console import Console, ProgressMonitor
 from pipelines.handlers import BackgroundSourceHandler, MaskSourceHandler
 from pipelines.output import OutputLocationError, OutputTransaction, check_output_location
-from pipelines.partition import episodes_in, parse_part, part_dir_name, part_of
+from pipelines.partition import episode_range, parse_part, part_dir_name, part_of
 from pipelines.recipe import Recipe, RecipeError, check_sources, resolve_path
 from pipelines.report import RunReport, build_report, read_records, write_report
 from pipelines.rlds_io import DatasetError, ShardSpec, SourceDataset, open_dataset, output_features
@@ -65,9 +65,10 @@ class RunPlan:
         total = 0
         for shards in self.shards.values():
             for shard in shards:
-                first = getattr(shard, "start", shard.first_index)
-                stop = first + episodes_in(shard)
-                total += max(0, min(stop, max_episodes if max_episodes is not None else stop) - first)
+                first, stop = episode_range(shard)
+                if max_episodes is not None:
+                    stop = min(stop, max_episodes)
+                total += max(0, stop - first)
         return total
 
 
