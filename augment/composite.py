@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from augment.jitter import jitter_clip
-from augment.photometric import apply_replay, harmonize_clip
+from augment.photometric import apply_harmonization, apply_replay, fit_harmonization
 from augment.settings import CompositeSettings
 from augment.variants import CameraPlan
 
@@ -81,13 +81,20 @@ def composite_clip(
     plan: CameraPlan,
     settings: CompositeSettings,
     alpha: np.ndarray | None = None,
+    harmonization: np.ndarray | None | str = "fit",
 ) -> np.ndarray:
     """The augmented clip ``(T, H, W, 3)`` uint8.
 
     ``frames`` (T, H, W, 3) uint8 RGB, the original clip; ``foreground`` (T, H, W) bool,
     the robot in each frame; ``background`` (H, W, 3) uint8 (static) or (T, H, W, 3);
     ``protected`` (H, W) bool or ``None``, pixels that keep the original frame;
-    ``alpha``, :func:`clip_alpha` of ``foreground`` if already computed.
+    ``alpha``, :func:`clip_alpha` of ``foreground`` if already computed;
+    ``harmonization``, the plan's colour harmonisation fitted once for the whole clip
+    (:func:`fit_clip_harmonization`) when ``frames`` is one window of it, or ``"fit"`` to
+    fit it on ``frames``.
+
+    Every step works frame by frame with the clip-wide draws of ``plan``, so compositing
+    a clip window by window gives the same frames as compositing it whole.
 
     Guarantees (with ``settings.robot_transforms`` empty and ``harmonize`` 0, before the
     jitter, which shifts everything):
@@ -133,7 +140,9 @@ def composite_clip(
     # Transforming a static background once is what makes it identical in every frame.
     background = apply_replay(plan.background_replay, background, "composite.background_transforms")
     robot = apply_replay(plan.robot_replay, frames, "composite.robot_transforms")
-    robot = harmonize_clip(robot, foreground, background, plan.harmonize, where=visible)
+    if isinstance(harmonization, str):
+        harmonization = fit_harmonization(robot, foreground, background, plan.harmonize)
+    robot = apply_harmonization(robot, visible, harmonization)
 
     out = np.empty(frames.shape, dtype=np.uint8)
     out[:] = background  # broadcasts a static background over the frames
@@ -156,6 +165,22 @@ def composite_clip(
         cv2.copyTo(robot[t], opaque_u8[t], out[t])
 
     return jitter_clip(out, plan.jitter_offset)
+
+
+def fit_clip_harmonization(
+    frames: np.ndarray, foreground: np.ndarray, background: np.ndarray, plan: CameraPlan
+) -> np.ndarray | None:
+    """The plan's colour harmonisation for a whole clip, fitted on some of its frames.
+
+    ``frames`` (n, H, W, 3) and ``foreground`` (n, H, W) are a sample of the clip's frames
+    (e.g. evenly spaced), ``background`` the clip's background ((H, W, 3), or the same
+    sample of a per-frame one). Pass the result to every window's :func:`composite_clip`.
+    """
+    if plan.harmonize <= 0:
+        return None
+    robot = apply_replay(plan.robot_replay, np.ascontiguousarray(frames), "composite.robot_transforms")
+    background = apply_replay(plan.background_replay, np.asarray(background), "composite.background_transforms")
+    return fit_harmonization(robot, np.asarray(foreground) != 0, background, plan.harmonize)
 
 
 def _inside_distance(mask: np.ndarray) -> np.ndarray:

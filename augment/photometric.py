@@ -105,8 +105,15 @@ def harmonize_clip(
     empty robot returns ``frames`` itself.
     """
     where = robot if where is None else where
-    if strength <= 0 or not robot.any() or not where.any():
-        return frames
+    return apply_harmonization(frames, where, fit_harmonization(frames, robot, background, strength))
+
+
+def fit_harmonization(frames: np.ndarray, robot: np.ndarray, background: np.ndarray, strength: float) -> np.ndarray | None:
+    """The lookup table ``(256, 3)`` uint8 in 8-bit LAB of :func:`harmonize_clip`, fitted on
+    ``frames`` (any frames of the clip: a sample fits the same map as the whole clip, up to
+    sampling), or ``None`` when there is nothing to do (``strength`` 0, no robot pixels)."""
+    if strength <= 0 or not robot.any():
+        return None
     # Flat indices: numpy's multi-dimensional boolean indexing is several times slower.
     pixels = frames.reshape(-1, 3)
     robot_lab = _rgb_to_lab(pixels[_spread_sample(np.flatnonzero(robot))]).astype(np.float32)
@@ -121,9 +128,16 @@ def harmonize_clip(
     # identity: lab * gain + offset, applied to 8-bit LAB as a lookup table.
     gain = (1.0 - strength) + strength * scale
     offset = strength * (background_mean - robot_mean * scale)
-    table = np.clip(np.rint(np.arange(256)[:, None] * gain + offset), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(np.arange(256)[:, None] * gain + offset), 0, 255).astype(np.uint8)
+
+
+def apply_harmonization(frames: np.ndarray, where: np.ndarray, table: np.ndarray | None) -> np.ndarray:
+    """``frames`` with the pixels in ``where`` mapped through ``table`` (:func:`fit_harmonization`);
+    ``frames`` itself when ``table`` is ``None`` or ``where`` is empty."""
+    if table is None or not where.any():
+        return frames
     mapped = np.flatnonzero(where)
-    lab = _rgb_to_lab(pixels[mapped]).reshape(1, -1, 3)
+    lab = _rgb_to_lab(frames.reshape(-1, 3)[mapped]).reshape(1, -1, 3)
     out = frames.copy()
     out.reshape(-1, 3)[mapped] = cv2.cvtColor(cv2.LUT(lab, table.reshape(1, 256, 3)), cv2.COLOR_LAB2RGB).reshape(-1, 3)
     return out

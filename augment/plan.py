@@ -18,7 +18,7 @@ Everything else is background, replaced by the new scene.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -39,11 +39,97 @@ class PlanSettings:
     composite: CompositeSettings
 
 
+class MaskView:
+    """One of a clip's per-frame masks (``kept`` or ``foreground``) as a read-only array-like.
+
+    ``view[a:b]``, ``view[indices]`` and ``view[t]`` compute only those frames from the
+    label maps; ``np.asarray(view)`` computes the whole ``(T, H, W)`` bool clip.
+    """
+
+    def __init__(self, masks: "PlanMasks", which: int):
+        self._masks = masks
+        self._which = which  # 0 kept, 1 foreground
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self._masks.shape
+
+    def __len__(self) -> int:
+        return self._masks.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, tuple):  # frames by the first entry, pixels by the rest
+            masks = self[index[0]]
+            return masks[index[1:]] if isinstance(index[0], (int, np.integer)) else masks[(slice(None), *index[1:])]
+        if isinstance(index, (int, np.integer)):
+            return self._masks.at([int(index)])[self._which][0]
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step == 1:
+                return self._masks.window(start, stop)[self._which]
+            return self._masks.at(np.arange(start, stop, step))[self._which]
+        return self._masks.at(np.arange(len(self))[np.asarray(index)])[self._which]
+
+    def __array__(self, dtype=None, copy=None):
+        array = self._masks.window(0, len(self))[self._which]
+        return array if dtype is None else array.astype(dtype)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PlanMasks:
+    """The per-frame masks of one camera's plans, computed from its label maps on demand.
+
+    The label maps (a ``segmentation.frames.Frames`` or an array) are decoded only for the
+    frames asked for, so a stage can walk a long episode a window at a time. Every variant
+    of the camera shares this object: the masks do not depend on the variant.
+    """
+
+    shape: tuple[int, int, int]  # (T, H, W)
+    robot: Any = None  # (T, H, W) uint8 robot label maps, None without a mask source
+    objects: Any = None  # (T, H, W) uint8 object label maps (0 none, k object k), or None
+    targets: tuple[str, ...] = ("robot",)
+    keep_objects: bool = False
+
+    def window(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(kept, foreground)`` of frames ``start`` to ``stop - 1``: ``(n, H, W)`` bool each.
+
+        ``kept`` is composited over the new background (robot targets and kept objects);
+        ``foreground`` is what the new background must not show, being in front of it
+        (the whole robot, whichever parts are kept, and the kept objects).
+        """
+        stop = min(stop, self.shape[0])
+        return self._masks(lambda labels: labels[start:stop], max(0, stop - start))
+
+    def at(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """``(kept, foreground)`` of the frames at ``indices``."""
+        indices = np.asarray(indices, dtype=int)
+        return self._masks(lambda labels: labels[indices], len(indices))
+
+    @property
+    def kept(self) -> MaskView:
+        return MaskView(self, 0)
+
+    @property
+    def foreground(self) -> MaskView:
+        return MaskView(self, 1)
+
+    def _masks(self, take, count: int) -> tuple[np.ndarray, np.ndarray]:
+        nothing = np.zeros((count, *self.shape[1:]), bool)
+        robot_targets, whole_robot, kept_objects = nothing, nothing, nothing
+        if self.robot is not None:
+            robot = np.asarray(take(self.robot))
+            robot_targets = targets_mask(robot, self.targets)
+            whole_robot = robot >= BODY
+        if self.objects is not None and self.keep_objects:
+            kept_objects = np.asarray(take(self.objects)) > 0
+        return robot_targets | kept_objects, whole_robot | kept_objects
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class VariantPlan:
     """Everything decided for one (episode, camera, variant) before any pixel is drawn.
 
-    The mask arrays are shared (the same objects) by the variants of one camera.
+    The masks and regions are shared (the same objects) by the variants of one camera.
     """
 
     episode_key: str
@@ -51,12 +137,19 @@ class VariantPlan:
     variant: int
     seed: int  # augment.variants.variant_seed(recipe seed, episode key, variant, camera)
     camera_plan: CameraPlan  # the photometric, robot and jitter parameters drawn from ``seed``
-    kept: np.ndarray  # (T, H, W) bool: composited over the new background (robot targets and kept objects)
-    # (T, H, W) bool: what the new background must not show, because it is in front of it
-    # (the whole robot, whichever parts are kept, and the kept objects).
-    foreground: np.ndarray
+    masks: PlanMasks  # the kept and foreground masks of each frame, computed a window at a time
     protected: np.ndarray  # (H, W) bool: keeps the original pixels in every frame
     replace: np.ndarray  # (H, W) bool: may be replaced by the new background (all but protected)
+
+    @property
+    def kept(self) -> np.ndarray:
+        """``(T, H, W)`` bool, the whole clip: composited over the new background."""
+        return self.masks.kept.__array__()
+
+    @property
+    def foreground(self) -> np.ndarray:
+        """``(T, H, W)`` bool, the whole clip: what the new background must not show."""
+        return self.masks.foreground.__array__()
 
 
 def plan_variants(
@@ -64,32 +157,27 @@ def plan_variants(
     episode_key: str,
     camera: str,
     clip_shape: tuple[int, int, int],
-    robot: np.ndarray | None,
-    objects: np.ndarray | None = None,
-    observation: Mapping[str, np.ndarray] | None = None,
+    robot: Any | None,
+    objects: Any | None = None,
+    observation: Mapping[str, Any] | None = None,
 ) -> list[VariantPlan]:
     """The plans of every variant of one camera of one episode, variant 0 first.
 
     ``clip_shape`` is the clip's ``(T, H, W)``; ``robot`` its robot label maps
-    (``segmentation.labels``), ``None`` when the recipe has no mask source; ``objects``
-    its task-object label maps (0 none, k object k) or ``None``; ``observation`` holds
-    ``composite.protect_feature``'s array when the recipe names one.
+    (``segmentation.labels``; an array or a ``segmentation.frames.Frames``), ``None`` when
+    the recipe has no mask source; ``objects`` its task-object label maps (0 none, k
+    object k) or ``None``; ``observation`` holds ``composite.protect_feature``'s array
+    when the recipe names one.
     """
     steps, height, width = (int(n) for n in clip_shape)
-    nothing = np.zeros((steps, height, width), bool)
-    robot_targets, whole_robot = nothing, nothing
     if robot is not None:
-        robot = _checked(robot, (steps, height, width), episode_key, camera, "robot label maps")
-        robot_targets = targets_mask(robot, settings.targets)
-        whole_robot = robot >= BODY
-    kept_objects = nothing
+        _check_shape(robot, (steps, height, width), episode_key, camera, "robot label maps")
     if objects is not None and settings.keep_objects:
-        kept_objects = _checked(objects, (steps, height, width), episode_key, camera, "object label maps") > 0
-    kept = robot_targets | kept_objects
-    foreground = whole_robot | kept_objects
+        _check_shape(objects, (steps, height, width), episode_key, camera, "object label maps")
+    masks = PlanMasks((steps, height, width), robot, objects, tuple(settings.targets), settings.keep_objects)
     protected = protected_mask(settings.composite, camera, (height, width), observation)
     replace = ~protected
-    for array in (kept, foreground, protected, replace):
+    for array in (protected, replace):
         array.flags.writeable = False  # shared by every variant and stage
     plans = []
     for variant in range(settings.variants):
@@ -101,8 +189,7 @@ def plan_variants(
                 variant=variant,
                 seed=seed,
                 camera_plan=plan_camera(settings.composite, seed, (height, width)),
-                kept=kept,
-                foreground=foreground,
+                masks=masks,
                 protected=protected,
                 replace=replace,
             )
@@ -110,8 +197,7 @@ def plan_variants(
     return plans
 
 
-def _checked(labels: np.ndarray, shape: tuple[int, int, int], episode_key: str, camera: str, what: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.shape != shape:
-        raise ValueError(f"episode {episode_key}, camera {camera}: {what} of shape {labels.shape} for frames {shape}")
-    return labels
+def _check_shape(labels: Any, shape: tuple[int, int, int], episode_key: str, camera: str, what: str) -> None:
+    found = tuple(getattr(labels, "shape", np.shape(labels)))
+    if found != shape:
+        raise ValueError(f"episode {episode_key}, camera {camera}: {what} of shape {found} for frames {shape}")

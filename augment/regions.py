@@ -78,13 +78,17 @@ def _feature_mask(name: str, camera: str, shape: tuple[int, int], observation: M
             f"composite.protect_feature: camera {camera} has no observation feature {name!r}"
             + (f"; available: {', '.join(sorted(observation))}" if observation else "")
         )
-    values = np.asarray(observation[name])
-    if values.ndim >= 3 and values.shape[-1] == 1 and values.shape[-3:-1] == shape:
-        values = values[..., 0]
-    if values.shape[-2:] != shape:
-        raise ValueError(
-            f"composite.protect_feature: feature {name!r} of camera {camera} has shape "
-            f"{values.shape}, expected (H, W) or (T, H, W) with (H, W) = {shape}"
-        )
-    nonzero = values != 0
-    return nonzero.reshape(-1, *shape).any(axis=0)
+    feature = observation[name]
+    # An encoded per-step mask (segmentation.frames.Frames) is read a window at a time.
+    chunks = (window for _, window in feature.windows()) if hasattr(feature, "windows") else [np.asarray(feature)]
+    union = np.zeros(shape, bool)
+    for values in chunks:
+        if values.ndim >= 3 and values.shape[-1] == 1 and values.shape[-3:-1] == shape:
+            values = values[..., 0]
+        if values.shape[-2:] != shape:
+            raise ValueError(
+                f"composite.protect_feature: feature {name!r} of camera {camera} has shape "
+                f"{values.shape}, expected (H, W) or (T, H, W) with (H, W) = {shape}"
+            )
+        union |= (values != 0).reshape(-1, *shape).any(axis=0)
+    return union

@@ -32,11 +32,14 @@ class BackgroundRequest:
     camera: str
     variant: int
     seed: int  # derived from (recipe seed, episode key, camera, variant) by augment.variants
-    frames: np.ndarray  # (T, H, W, 3) uint8, the original frames
+    # (T, H, W, 3) uint8, the original frames. In the pipeline an array-like that decodes on
+    # access (``frames[a:b]``, ``frames[indices]``): read only the frames you need.
+    frames: Any
     # (T, H, W) bool: what is in front of the background in each frame, the whole robot (all
     # labels >= 1) and the kept task objects. A background must not show it: the clean plate
     # hides it, diffusion paints over it (the pipeline composites the kept parts back on top).
-    foreground: np.ndarray
+    # Array-like like ``frames``.
+    foreground: Any
     replace: np.ndarray  # (H, W) bool, the pixels the recipe replaces when not covered by the foreground
 
     @property
@@ -44,9 +47,37 @@ class BackgroundRequest:
         """(height, width) of the camera."""
         return self.frames.shape[1], self.frames.shape[2]
 
+    @property
+    def steps(self) -> int:
+        return len(self.frames)
+
+    def sample(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(frames, foreground)`` at ``count`` steps evenly spaced from the first to the last
+        (every step of a shorter episode): ``(n, H, W, 3)`` uint8 and ``(n, H, W)`` bool.
+
+        Per-episode statistics (a clean plate's median) come from such a sample, so what a
+        source holds does not grow with the episode's length.
+        """
+        indices = sample_indices(self.steps, count)
+        return np.asarray(self.frames[indices]), np.asarray(self.foreground[indices], bool)
+
+    def foreground_union(self, window: int = 32) -> np.ndarray:
+        """``(H, W)`` bool: every pixel the foreground covers in some frame, read ``window`` frames at a time."""
+        union = np.zeros(self.size, bool)
+        for start in range(0, self.steps, window):
+            union |= np.asarray(self.foreground[start : start + window], bool).any(axis=0)
+        return union
+
     def rng(self) -> np.random.Generator:
         """The request's own generator: same seed, same background."""
         return np.random.default_rng(self.seed)
+
+
+def sample_indices(length: int, count: int) -> np.ndarray:
+    """At most ``count`` indices evenly spaced from 0 to ``length - 1`` (all of them when ``length <= count``)."""
+    if length <= count:
+        return np.arange(length)
+    return np.unique(np.linspace(0, length - 1, num=count).round().astype(int))
 
 
 @dataclasses.dataclass

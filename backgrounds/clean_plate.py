@@ -1,7 +1,8 @@
 """The clean plate: the scene behind the robot, recovered from the episode itself.
 
 With a static camera every background pixel the robot uncovers at some step shows the
-scene; the temporal median of those uncovered values is the scene there. Pixels the
+scene; the temporal median of those uncovered values is the scene there. The median is
+taken over a fixed number of frames spread through the episode (``sample_frames``). Pixels the
 robot never leaves are filled by OpenCV inpainting. The result is a background of its
 own (re-lit by the recipe's photometric transforms) and the start that diffusion
 inpainting refines.
@@ -93,6 +94,9 @@ class CleanPlateOptions:
     dilate_px: int = 2
     # Neighbourhood radius in pixels OpenCV inpainting uses for pixels the robot never uncovers.
     inpaint_radius: int = 3
+    # Frames the median is taken over, evenly spaced through the episode (all of a shorter one):
+    # the plate's cost and memory then do not grow with the episode's length.
+    sample_frames: int = 64
 
 
 class CleanPlateBackground(BackgroundSource):
@@ -108,9 +112,12 @@ class CleanPlateBackground(BackgroundSource):
             raise BackgroundConfigError(f"{self.key_path}.dilate_px must be >= 0, got {options.dilate_px}")
         if options.inpaint_radius < 1:
             raise BackgroundConfigError(f"{self.key_path}.inpaint_radius must be >= 1, got {options.inpaint_radius}")
+        if options.sample_frames < 1:
+            raise BackgroundConfigError(f"{self.key_path}.sample_frames must be >= 1, got {options.sample_frames}")
 
     def generate(self, model, request: BackgroundRequest) -> np.ndarray:
-        return clean_plate(request.frames, request.foreground, self.options.dilate_px, self.options.inpaint_radius)
+        frames, foreground = request.sample(self.options.sample_frames)
+        return clean_plate(frames, foreground, self.options.dilate_px, self.options.inpaint_radius)
 
     def generate_batch(self, model, requests: list[BackgroundRequest]) -> list[np.ndarray]:
         """One plate per (episode, camera), shared by its variants: the plate has no randomness."""

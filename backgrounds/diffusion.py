@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from backgrounds.base import BackgroundConfigError, BackgroundRequest, BackgroundSource
-from backgrounds.clean_plate import clean_plate
+from backgrounds.clean_plate import CleanPlateOptions, clean_plate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +124,7 @@ def inpaint_mask(request: BackgroundRequest, dilate_px: int) -> np.ndarray:
     must belong to the new scene, not to the clean plate's guess of the old one. The model
     never sees their pixels (they are inside the mask), so it cannot copy them into the scene.
     """
-    mask = np.asarray(request.replace, bool) | np.asarray(request.foreground, bool).any(axis=0)
+    mask = np.asarray(request.replace, bool) | request.foreground_union()
     if dilate_px > 0:
         disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate_px + 1, 2 * dilate_px + 1))
         mask = cv2.dilate(mask.astype(np.uint8), disk).astype(bool)
@@ -376,14 +376,13 @@ class DiffusionInpaintBackground(BackgroundSource):
         side = self.options.resolution or native_resolution(model)
         # Latent sides divisible by 8 keep every UNet downsampling exact and Flux's 2x2 packing whole.
         multiple = model.vae_scale_factor * 8
-        # The variants of one episode's camera share its frames: one clean plate for all of them
-        # (keyed by the arrays' identity, which the requests keep alive for this call).
-        plates: dict[tuple[int, int], np.ndarray] = {}
+        # The variants of one episode's camera share its frames: one clean plate for all of them.
+        plates: dict[tuple[str, str, int], np.ndarray] = {}
         backgrounds = []
         for request in requests:
-            key = (id(request.frames), id(request.foreground))
+            key = (request.episode_key, request.camera, id(request.frames))  # the requests keep the frames alive
             if key not in plates:
-                plates[key] = clean_plate(request.frames, request.foreground)
+                plates[key] = clean_plate(*request.sample(CleanPlateOptions.sample_frames))
             job = self.inpaint_job(request, plates[key], generation_size(request.size, side, multiple))
             if not job.mask.any():
                 # Nothing to paint (no replaced area, nothing in front): the plate is the answer.

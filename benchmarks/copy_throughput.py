@@ -1,10 +1,17 @@
-"""Throughput of the copy recipe: episodes and frames per second, peak memory, 1 and 2 workers.
+"""Throughput of the copy recipe against the copy floor: wall time and peak memory, 1 and 2 workers.
 
-The Bridge sample (25 + 25 episodes) is replicated into a few hundred episodes (each
-shard copied N times, dataset_info.json updated), then copied with the default local
-runner (DirectRunner, multi-processing) at each worker count.
+The workload is the shared Bridge debug set replicated by ``../shared/bench/make_big_bridge.py``
+(``--shards`` shards per split of 25 episodes each; 10: 500 episodes, 20,000 64x64 frames).
+``configs/copy.yaml`` copies it with the default local runner at each worker count.
 
-    .venv/bin/python benchmarks/copy_throughput.py [--copies 6] [--workers 1 2]
+With ``--floor``, each copy run alternates with a run of ``../shared/bench/copy_floor.py`` (the
+least a TFDS Beam writer does for the same copy: records parsed, images passed through
+encoded), given the same runner options ``oxe-augment run`` gives Beam for that many
+workers, so both see the same machine load. Each figure is the median of ``--repeats`` runs;
+memory is the peak of the summed RSS of every process (launcher and workers), the launcher's
+own peak beside it. The ratios copy / floor are printed and written.
+
+    .venv/bin/python benchmarks/copy_throughput.py --floor [--shards 10] [--workers 1 2] [--repeats 3]
 
 Results go to benchmarks/results/copy_throughput.json.
 """
@@ -15,72 +22,120 @@ import argparse
 import json
 import os
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 
-from measure import REPO, run_recipe, write_results
+from measure import OXE_AUGMENT, REPO, Measurement, measure, write_results
 
-BRIDGE = os.path.join(os.path.dirname(REPO), "shared", "data", "bridge_dataset", "1.0.0")
+sys.path.insert(0, REPO)
+from pipelines.pipeline import local_runner_args  # noqa: E402 - the runner options `run` uses
+
+SHARED = os.path.join(os.path.dirname(REPO), "shared")
+BRIDGE = os.path.join(SHARED, "data", "bridge_dataset", "1.0.0")
+MAKE_BIG_BRIDGE = os.path.join(SHARED, "bench", "make_big_bridge.py")
+COPY_FLOOR = os.path.join(SHARED, "bench", "copy_floor.py")
 
 
-def replicate_bridge(target: str, copies: int) -> int:
-    """A Bridge folder whose splits hold ``copies`` shards each; returns the episode count."""
-    os.makedirs(target, exist_ok=True)
-    shutil.copy(os.path.join(BRIDGE, "features.json"), target)
-    with open(os.path.join(BRIDGE, "dataset_info.json"), encoding="utf-8") as f:
-        info = json.load(f)
-    episodes = 0
-    for split in info["splits"]:
-        source = os.path.join(BRIDGE, f"bridge_dataset-{split['name']}.tfrecord-00000-of-00001")
-        for i in range(copies):
-            os.symlink(source, os.path.join(target, f"bridge_dataset-{split['name']}.tfrecord-{i:05d}-of-{copies:05d}"))
-        split["shardLengths"] = split["shardLengths"] * copies
-        episodes += int(split["shardLengths"][0]) * copies
-    with open(os.path.join(target, "dataset_info.json"), "w", encoding="utf-8") as f:
-        json.dump(info, f)
-    return episodes
+def run_copy(dataset: str, out: str, workers: int) -> Measurement:
+    """``oxe-augment run configs/copy.yaml`` on ``dataset``; checks every episode was written."""
+    command = [OXE_AUGMENT, "run", "configs/copy.yaml"]
+    for override in (f"input.dir={dataset}", f"output.dir={out}", f"runner.workers={workers}"):
+        command += ["--set", override]
+    result = measure(command)
+    assert result.returncode == 0, result.output[-4000:]
+    with open(os.path.join(out, "report.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    assert report["episodes_failed"] == 0 and report["episodes_written"] == report["episodes_in"], report
+    return result
+
+
+def run_floor(dataset: str, out: str, workers: int) -> Measurement:
+    """``copy_floor.py`` with the runner options ``oxe-augment run`` would give Beam."""
+    beam_args = [*local_runner_args(workers), "--default_sdk_harness_log_level=WARNING"]
+    result = measure([sys.executable, COPY_FLOOR, dataset, out, *beam_args])
+    assert result.returncode == 0, result.output[-4000:]
+    return result
+
+
+def summary(runs: list[Measurement]) -> dict:
+    """Medians and every value of wall time, peak memory (all processes) and launcher peak."""
+    walls = [round(r.wall_seconds, 2) for r in runs]
+    peaks = [round(r.peak_rss_mb) for r in runs]
+    launchers = [round(r.launcher_peak_rss_mb) for r in runs]
+    return {
+        "wall_seconds": statistics.median(walls),
+        "peak_rss_mb": statistics.median(peaks),
+        "launcher_peak_rss_mb": statistics.median(launchers),
+        "all_wall_seconds": walls,
+        "all_peak_rss_mb": peaks,
+        "all_launcher_peak_rss_mb": launchers,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--copies", type=int, default=6, help="copies of each split's shard (50 episodes each)")
+    parser.add_argument("--floor", action="store_true", help="alternate with copy_floor.py runs and print the ratios")
+    parser.add_argument("--shards", type=int, default=10, help="shards per split (25 episodes each)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     scratch = tempfile.mkdtemp(prefix="copy-bench-")
     dataset = os.path.join(scratch, "bridge_dataset", "1.0.0")
-    episodes = replicate_bridge(dataset, args.copies)
-    runs = []
-    for workers in args.workers:
-        out = os.path.join(scratch, f"out-{workers}")
-        measurement, report = run_recipe(
-            "configs/copy.yaml", [f"input.dir={dataset}", f"output.dir={out}", f"runner.workers={workers}"]
-        )
-        assert measurement.returncode == 0, measurement
-        # The same run on one episode per split: the fixed cost (worker start-up, imports).
-        startup, _ = run_recipe(
-            "configs/copy.yaml",
-            [f"input.dir={dataset}", f"output.dir={out}-startup", f"runner.workers={workers}", "input.max_episodes=1"],
-        )
-        runs.append(
-            {
-                "startup_wall_seconds": round(startup.wall_seconds, 2),
-                "marginal_episodes_per_second": round(
-                    (report["episodes_written"] - 2) / max(measurement.wall_seconds - startup.wall_seconds, 1e-9), 2
-                ),
+    subprocess.run([sys.executable, MAKE_BIG_BRIDGE, BRIDGE, dataset, str(args.shards)], check=True)
+    episodes = 2 * 25 * args.shards
+    results = []
+    try:
+        for workers in args.workers:
+            copies, floors, loads = [], [], []
+            for repeat in range(args.repeats):
+                loads.append([round(x, 2) for x in os.getloadavg()])
+                if args.floor:
+                    floors.append(run_floor(dataset, os.path.join(scratch, f"floor-{workers}-{repeat}"), workers))
+                    print(
+                        f"workers {workers} floor: {floors[-1].wall_seconds:.1f} s, {floors[-1].peak_rss_mb:.0f} MB", flush=True
+                    )
+                copies.append(run_copy(dataset, os.path.join(scratch, f"copy-{workers}-{repeat}"), workers))
+                print(f"workers {workers} copy:  {copies[-1].wall_seconds:.1f} s, {copies[-1].peak_rss_mb:.0f} MB", flush=True)
+                # The outputs of a run are not needed afterwards; the disk is.
+                for name in (f"floor-{workers}-{repeat}", f"copy-{workers}-{repeat}"):
+                    shutil.rmtree(os.path.join(scratch, name), ignore_errors=True)
+            copy = summary(copies)
+            entry = {
                 "workers": workers,
-                "episodes": report["episodes_written"],
-                "frames": report["frames"],
-                "wall_seconds": round(measurement.wall_seconds, 2),
-                "episodes_per_second": round(report["episodes_written"] / measurement.wall_seconds, 2),
-                "frames_per_second": round(report["frames"] / measurement.wall_seconds, 1),
-                "peak_rss_mb": round(measurement.peak_rss_mb),
+                "episodes": episodes,
+                "frames": episodes * 40,
+                "load_average_before_each_repeat": loads,
+                "copy": copy,
+                "episodes_per_second": round(episodes / copy["wall_seconds"], 2),
             }
-        )
-        print(runs[-1], flush=True)
+            if args.floor:
+                floor = summary(floors)
+                entry["floor"] = floor
+                entry["ratio"] = {
+                    "wall": round(copy["wall_seconds"] / floor["wall_seconds"], 3),
+                    "peak_rss": round(copy["peak_rss_mb"] / floor["peak_rss_mb"], 3),
+                    "launcher_peak_rss": round(copy["launcher_peak_rss_mb"] / floor["launcher_peak_rss_mb"], 3),
+                }
+                print(
+                    f"workers {workers}: copy/floor wall {entry['ratio']['wall']:.2f}x "
+                    f"({copy['wall_seconds']} s / {floor['wall_seconds']} s), peak memory {entry['ratio']['peak_rss']:.2f}x "
+                    f"({copy['peak_rss_mb']} MB / {floor['peak_rss_mb']} MB)",
+                    flush=True,
+                )
+            results.append(entry)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     path = write_results(
-        "copy_throughput", {"dataset": f"bridge x{args.copies} ({episodes} episodes, 4 cameras 64x64)", "runs": runs}
+        "copy_throughput",
+        {
+            "dataset": f"bridge x{args.shards} shards per split ({episodes} episodes, 4 cameras 64x64, 10 steps)",
+            "method": f"median of {args.repeats}; floor and copy alternate; memory: summed RSS of all processes, sampled every 0.2 s",
+            "runs": results,
+        },
     )
-    shutil.rmtree(scratch, ignore_errors=True)
     print(f"results: {path}")
 
 

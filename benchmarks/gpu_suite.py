@@ -251,14 +251,9 @@ def section_robotseg(args, section: Section) -> None:
             config = dataclasses.replace(base, image_size=size)
             model = build_robotseg(config, args.robotseg_checkpoint, device)
             if compiled:
-                # sam2's position encoding caches its table on the first call; compiled before
-                # that, the second call recompiles (a guard on the cache). One eager pass first.
-                with torch.no_grad():
-                    model.image_encoder(torch.zeros(chunk, 3, size, size, device=device))
-                if backend == "inductor":
-                    model.enable_compile()  # what segmentation.compile: true does
-                else:  # the same call with another backend (the dry run: tracing without code generation)
-                    model._compiled_image_encoder = torch.compile(model.image_encoder.forward, dynamic=False, backend=backend)
+                # What segmentation.compile: true does (the dry run: another backend, tracing
+                # without code generation).
+                model.enable_compile(backend)
             models[key] = model
         return models[key]
 

@@ -22,22 +22,25 @@ class Measurement:
     returncode: int
     wall_seconds: float
     peak_rss_mb: float  # peak of the summed RSS of the process and all its children
+    launcher_peak_rss_mb: float = 0.0  # peak RSS of the process itself (the launcher), without its children
+    output: str = ""  # stdout and stderr together
 
 
 def measure(command: list[str], poll_seconds: float = 0.2) -> Measurement:
     """Run ``command`` to completion, sampling the tree's memory every ``poll_seconds``."""
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = 0.0
+    peak = launcher_peak = 0.0
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, launcher_peak
         root = psutil.Process(process.pid)
         while not done.is_set():
             try:
                 tree = [root, *root.children(recursive=True)]
                 peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+                launcher_peak = max(launcher_peak, root.memory_info().rss)
             except psutil.Error:
                 pass
             time.sleep(poll_seconds)
@@ -49,7 +52,7 @@ def measure(command: list[str], poll_seconds: float = 0.2) -> Measurement:
     sampler.join()
     if process.returncode not in (0,):
         print(output[-4000:], file=sys.stderr)
-    return Measurement(command, process.returncode, time.perf_counter() - start, peak / 2**20)
+    return Measurement(command, process.returncode, time.perf_counter() - start, peak / 2**20, launcher_peak / 2**20, output)
 
 
 def run_recipe(recipe: str, overrides: list[str], beam_args: list[str] | None = None) -> tuple[Measurement, dict]:

@@ -41,8 +41,11 @@ PARTS = [
     ("TFDS encode_example", "tensorflow_datasets/core/features/features_dict.py:encode_example"),
     ("serialize tf.train.Example", "pipelines/rlds_io.py:serialize_example"),
     ("write shards (TFDS writer)", "tensorflow_datasets/core/writer.py:_write_final_shard"),
-    ("records and progress files", "pipelines/stages.py:process"),
+    ("copy (provenance; copy recipe)", "pipelines/episode.py:output_example"),
+    ("records and progress files", "pipelines/records.py:process"),
+    ("  of which: files written per bundle", "pipelines/records.py:finish_bundle"),
     ("Beam DoFn signature inspection", "inspect.py:signature"),
+    ("  of which: per-bundle DoFn specs", "apache_beam/transforms/userstate.py:get_dofn_specs"),
 ]
 RUN = "apache_beam/runners/direct/direct_runner.py:run_pipeline"
 
@@ -57,6 +60,7 @@ def main() -> int:
     parser.add_argument("recipe", choices=["copy", "demo"])
     parser.add_argument("--input", default=None, help="dataset folder (default: Bridge for copy, sample data for demo)")
     parser.add_argument("--episodes", type=int, default=None, help="input.max_episodes")
+    parser.add_argument("--floor", action="store_true", help="also profile ../shared/bench/copy_floor.py on the same input")
     args = parser.parse_args()
     from pipelines.cli import main as cli
 
@@ -87,8 +91,7 @@ def main() -> int:
     per_episode = sum(
         v
         for k, v in parts.items()
-        if not k.startswith(" ")
-        and k not in ("start-up (imports, recipe, plan)", "Beam DoFn signature inspection", "records and progress files")
+        if not k.startswith(" ") and k not in ("start-up (imports, recipe, plan)", "Beam DoFn signature inspection")
     )
     parts["Beam and TFDS around them"] = run - per_episode
     episodes = report["episodes_in"] or 1
@@ -103,9 +106,12 @@ def main() -> int:
         "seconds": {k: round(v, 3) for k, v in parts.items()},
         "milliseconds_per_episode": {k: round(1000 * v / episodes, 2) for k, v in parts.items()},
         "load_average": os.getloadavg(),
-        "note": "cProfile cumulative times (it adds overhead to every Python call); 'records and progress files' "
-        "is every stages.py process() and overlaps the parts above; compare parts with each other",
+        "note": "cProfile cumulative times (it adds overhead to every Python call), one worker in-process; "
+        "'Beam and TFDS around them' is the Beam run less the per-episode parts above it (signature "
+        "inspection is inside it); compare parts with each other",
     }
+    if args.floor:
+        result["floor_milliseconds_per_episode"] = _profile_floor(source, episodes)
     os.makedirs(os.path.join(REPO, "benchmarks", "results"), exist_ok=True)
     path = os.path.join(REPO, "benchmarks", "results", f"profile_{args.recipe}.json")
     with open(path, "w", encoding="utf-8") as f:
@@ -113,6 +119,43 @@ def main() -> int:
     print(json.dumps(result["milliseconds_per_episode"], indent=2))
     print(f"written to {path}")
     return 0
+
+
+# The floor's functions for the same parts (copy_floor.py: ReadAllFromTFRecord, TFDS parse, TFDS writer).
+FLOOR_PARTS = [
+    ("read shards", "apache_beam/io/tfrecordio.py:read_records"),
+    ("parse records (TFDS)", "tensorflow_datasets/core/features/top_level_feature.py:deserialize_example_np"),
+    ("TFDS encode_example", "tensorflow_datasets/core/features/features_dict.py:encode_example"),
+    ("serialize tf.train.Example", "tensorflow_datasets/core/example_serializer.py:serialize_example"),
+    ("write shards (TFDS writer)", "tensorflow_datasets/core/writer.py:_write_final_shard"),
+    ("Beam DoFn signature inspection", "inspect.py:signature"),
+]
+
+
+def _profile_floor(source: str, episodes: int) -> dict[str, float]:
+    """The same parts of ``copy_floor.py`` run in-process (milliseconds per episode)."""
+    import runpy
+
+    floor = os.path.join(os.path.dirname(REPO), "shared", "bench", "copy_floor.py")
+    out = tempfile.mkdtemp(prefix="oxe-profile-floor-")
+    argv = sys.argv
+    sys.argv = [floor, source, out, "--runner=DirectRunner", "--direct_running_mode=in_memory"]
+    profile = cProfile.Profile()
+    start = time.perf_counter()
+    profile.enable()
+    try:
+        runpy.run_path(floor, run_name="__main__")
+    finally:
+        profile.disable()
+        sys.argv = argv
+    wall = time.perf_counter() - start
+    stats = pstats.Stats(profile).stats
+    run = _cumulative(stats, RUN)
+    parts = {name: _cumulative(stats, key) for name, key in FLOOR_PARTS}
+    per_episode = sum(v for k, v in parts.items() if k != "Beam DoFn signature inspection")
+    parts["start-up (imports, builder)"] = wall - run
+    parts["Beam and TFDS around them"] = run - per_episode
+    return {k: round(1000 * v / episodes, 2) for k, v in parts.items()}
 
 
 if __name__ == "__main__":

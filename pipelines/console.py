@@ -7,7 +7,7 @@ Three pieces:
   print, TFDS's bars) to a log file, and yields a :class:`Console` that still writes to
   the real terminal. ``-v`` skips it.
 * :class:`ProgressMonitor`, a thread in the launcher, sums the totals the workers publish
-  (``pipelines.stages.ReportProgress`` writes one small JSON file per worker) and shows
+  (``pipelines.records.WriteRecords`` writes one small JSON file per worker) and shows
   them: episodes done of the total, frames/s over a sliding window, failures, ETA.
 * :class:`Console` draws that as one live line on a terminal, or as a plain line every
   ``every_seconds`` elsewhere (CI, a log file).

@@ -2,7 +2,9 @@
 
 An :class:`Episode` carries the decoded RLDS example with its image features still
 encoded (``example["steps"]`` is a list of step dicts, as TFDS encodes them), plus what the
-stages add: label maps per camera, then backgrounds per (camera, variant). Every stage
+stages add: label maps per camera (PNG per frame), then backgrounds per (camera, variant).
+Frames are decoded only by the stage that reads them, a window at a time
+(``segmentation.frames.Frames``), so memory does not grow with the episode's length. Every stage
 returns a new ``Episode`` (``with_masks``, ``with_backgrounds``) rather than mutating the
 one it received, as Beam expects of elements.
 
@@ -16,11 +18,12 @@ flattened name (:func:`observation_path`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-import cv2
 import numpy as np
 
+from segmentation.frames import Frames, decode_image, encode_image, is_encoded_image  # noqa: F401 - used by pipelines
 from segmentation.labels import mask_feature_name, object_mask_feature_name
 
 
@@ -30,19 +33,13 @@ class Episode:
     split: str
     index: int
     example: dict[str, Any]
-    masks: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # camera -> (T, H, W) uint8
-    objects: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # camera -> (T, H, W) uint8, 0 none, k object k
-    backgrounds: dict[tuple[str, int], np.ndarray] = dataclasses.field(default_factory=dict)  # (camera, variant)
+    # camera -> (T, H, W) uint8 label maps, held as PNG per frame (segmentation.frames.Frames):
+    # the robot's, and the task objects' (0 none, k object k) where the source found any.
+    masks: dict[str, Frames] = dataclasses.field(default_factory=dict)
+    objects: dict[str, Frames] = dataclasses.field(default_factory=dict)
+    # (camera, variant) -> (H, W, 3) uint8, or a (T, H, W, 3) clip (``original``) that may be a Frames.
+    backgrounds: dict[tuple[str, int], Any] = dataclasses.field(default_factory=dict)
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # time per stage
-    # Decoded images by feature name. Segmenting, drawing backgrounds and compositing all
-    # need the same pixels; decoding once saves most of the pipeline's JPEG work. Shared
-    # by the copies ``with_masks``/``with_backgrounds`` make, never pickled.
-    _decoded: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False, compare=False)
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_decoded"] = {}  # between workers, ship the encoded bytes only
-        return state
 
     @property
     def steps(self) -> list[dict[str, Any]]:
@@ -56,9 +53,13 @@ class Episode:
         """The camera's frames as stored (JPEG or PNG bytes, or arrays for a ``Tensor`` camera), in order."""
         return [observation_value(step["observation"], camera) for step in self.steps]
 
-    def frames(self, camera: str) -> np.ndarray:
-        """The camera's frames decoded: ``(T, H, W, 3)`` uint8 RGB, read-only."""
-        return self.observation_arrays([camera])[camera]
+    def frames(self, camera: str) -> Frames:
+        """The camera's frames, decoded on access (``(T, H, W, 3)`` uint8 RGB as an array-like).
+
+        Nothing is decoded here, and nothing decoded is kept: every stage decodes the window
+        it works on, so a worker's memory does not grow with the episode's length.
+        """
+        return Frames(self.encoded_frames(camera), f"episode {self.key}, camera {camera}")
 
     def observation_names(self) -> list[str]:
         """Every per-step observation field, nested ones as ``parent/child`` paths."""
@@ -75,25 +76,15 @@ class Episode:
             walk(self.steps[0]["observation"], "")
         return names
 
-    def observation_arrays(self, names: list[str]) -> dict[str, np.ndarray]:
-        """Per-step observation fields stacked over steps; encoded images are decoded.
+    def observation_view(self, names: list[str]) -> "ObservationView":
+        """Per-step observation fields by name, stacked over steps on access; encoded images
+        stay encoded (a :class:`Frames`), so a source that reads one stored mask decodes only it."""
+        return ObservationView(self, names)
 
-        Decoded images are kept (read-only) for later stages; other fields are cheap.
-        """
-        arrays = {}
-        for name in names:
-            if name in self._decoded:
-                arrays[name] = self._decoded[name]
-                continue
-            values = [observation_value(step["observation"], name) for step in self.steps]
-            if isinstance(values[0], bytes) and is_encoded_image(values[0]):
-                decoded = np.stack([decode_image(v, f"{self.key} {name}") for v in values])
-            else:  # arrays, and strings (an instruction is bytes too)
-                decoded = np.stack([np.asarray(v) for v in values])
-            # Read-only: every stage and variant shares these arrays.
-            decoded.flags.writeable = False
-            self._decoded[name] = arrays[name] = decoded
-        return arrays
+    def observation_arrays(self, names: list[str]) -> dict[str, np.ndarray]:
+        """Per-step observation fields stacked over steps, encoded images decoded (whole clips)."""
+        view = self.observation_view(names)
+        return {name: np.asarray(view[name]) for name in names}
 
     def with_masks(self, masks: dict[str, np.ndarray], objects: dict[str, np.ndarray], seconds: float) -> "Episode":
         """A copy with the robot label maps and the task-object label maps of each camera."""
@@ -174,47 +165,30 @@ def sibling_path(camera_path: tuple[str, ...], feature_name) -> tuple[str, ...]:
     return (*camera_path[:-1], feature_name(camera_path[-1]))
 
 
-# What TFDS's decode_image reads: JPEG, PNG, GIF, BMP.
-_IMAGE_MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM")
+class ObservationView(Mapping):
+    """Some of an episode's per-step observation fields, read on access.
 
-
-def is_encoded_image(data: bytes) -> bool:
-    """Whether ``data`` starts like an encoded image (else it is, say, an instruction string)."""
-    return data.startswith(_IMAGE_MAGIC)
-
-
-def decode_image(data: bytes, where: str) -> np.ndarray:
-    """Decode JPEG/PNG bytes: RGB ``(H, W, 3)`` or one-channel ``(H, W)`` uint8."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"{where}: undecodable image ({len(data)} bytes)")
-    if image.ndim == 3 and image.shape[2] == 1:
-        return image[..., 0]
-    if image.ndim == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
-    return image
-
-
-def encode_image(image: np.ndarray, encoding_format: str) -> bytes | np.ndarray:
-    """Encode an RGB ``(H, W, 3)`` or one-channel ``(H, W)`` uint8 image as ``jpeg`` or ``png``.
-
-    ``tensor`` is the format of a camera stored as a uint8 ``Tensor`` feature rather than an
-    ``Image``: its frames are written as arrays, so the array is returned as it is.
-
-    Output frames are encoded here, in the worker, with OpenCV: several times faster than
-    TFDS's TensorFlow encoder, and the writer stores the bytes as they are. JPEG quality is
-    95, TensorFlow's default.
+    ``view[name]`` is a :class:`Frames` for an encoded image field (decoded only where it is
+    read) and a stacked array for any other field (state, strings).
     """
-    if encoding_format == "tensor":
-        return np.ascontiguousarray(image, dtype=np.uint8)
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    if encoding_format == "jpeg":
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    elif encoding_format == "png":
-        ok, data = cv2.imencode(".png", image)
-    else:
-        raise ValueError(f"unsupported image encoding {encoding_format!r} (jpeg, png or tensor)")
-    if not ok:
-        raise ValueError(f"OpenCV could not encode a {image.shape} image as {encoding_format}")
-    return data.tobytes()
+
+    def __init__(self, episode: Episode, names: list[str]):
+        self._episode = episode
+        self._names = list(names)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        values = [observation_value(step["observation"], name) for step in self._episode.steps]
+        if values and is_encoded_image(values[0]):
+            return Frames(values, f"episode {self._episode.key}, {name}")
+        return np.stack([np.asarray(v) for v in values]) if values else np.zeros((0,))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names  # without reading the field
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)

@@ -23,6 +23,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from augment.plan import PlanSettings, VariantPlan, plan_variants
 from backgrounds.base import BackgroundRequest, BackgroundSource
 from pipelines.episode import Episode
+from segmentation.frames import Frames
 from segmentation.sources import CameraClip, ClipMasks, MaskSource
 
 #: Where RLDS datasets keep the language instruction, in the order looked at: the step
@@ -141,20 +142,28 @@ class MaskSourceHandler(_SourceHandler):
         return results
 
     def _segment(self, model: LoadedMaskSource, episode: Episode, camera: str) -> ClipMasks:
-        frames = episode.frames(camera)
+        frames = episode.frames(camera)  # decoded only where the source reads it
         names = [n for n in episode.observation_names() if n not in self._cameras]
-        clip = CameraClip(episode.key, camera, frames, episode.observation_arrays(names), episode_instruction(episode))
+        clip = CameraClip(episode.key, camera, frames, episode.observation_view(names), episode_instruction(episode))
         found = model.segment_clip(clip)
-        robot = np.asarray(found.robot)
-        if robot.shape != frames.shape[:3]:
-            raise ValueError(f"camera {camera}: masks of shape {robot.shape} for frames of shape {frames.shape[:3]}")
-        objects = None
-        if found.objects is not None:
-            objects = np.asarray(found.objects)
-            if objects.shape != frames.shape[:3]:
-                raise ValueError(f"camera {camera}: object masks of shape {objects.shape} for frames of shape {frames.shape[:3]}")
-            objects = objects.astype(np.uint8)
-        return ClipMasks(robot.astype(np.uint8), objects, tuple(found.object_names))
+        shape = frames.shape[:3]
+        robot = label_clip(found.robot, shape, f"camera {camera}: masks")
+        objects = None if found.objects is None else label_clip(found.objects, shape, f"camera {camera}: object masks")
+        return ClipMasks(robot, objects, tuple(found.object_names))
+
+
+def label_clip(labels: Any, shape: tuple[int, ...], what: str) -> Frames:
+    """A source's ``(T, H, W)`` label maps as PNG per frame (:class:`Frames`), checked against ``shape``.
+
+    Label maps the source already holds encoded (stored masks) are kept as they are; arrays
+    are encoded once here, so the episode carries kilobytes per frame, not the decoded maps.
+    """
+    found = tuple(getattr(labels, "shape", np.shape(labels)))
+    if found != tuple(shape):
+        raise ValueError(f"{what} of shape {found} for frames of shape {tuple(shape)}")
+    if isinstance(labels, Frames):
+        return labels
+    return Frames.from_array(np.asarray(labels).astype(np.uint8), "png", what)
 
 
 def episode_instruction(episode: Episode) -> str:
@@ -222,10 +231,10 @@ class BackgroundSourceHandler(_SourceHandler):
     def _requests(self, episode: Episode) -> list[BackgroundRequest]:
         requests = []
         for camera in self._cameras:
-            frames = episode.frames(camera)
+            frames = episode.frames(camera)  # decoded only where the source reads it
             for plan in episode_plans(episode, self._plan, camera):
                 requests.append(
-                    BackgroundRequest(episode.key, camera, plan.variant, plan.seed, frames, plan.foreground, plan.replace)
+                    BackgroundRequest(episode.key, camera, plan.variant, plan.seed, frames, plan.masks.foreground, plan.replace)
                 )
         return requests
 
@@ -239,7 +248,7 @@ def episode_plans(episode: Episode, settings: PlanSettings, camera: str) -> list
     composite = settings.composite
     observation = None
     if composite.protect_feature:
-        observation = episode.observation_arrays([composite.protect_feature.format(camera=camera)])
+        observation = episode.observation_view([composite.protect_feature.format(camera=camera)])
     return plan_variants(
         settings,
         episode.key,

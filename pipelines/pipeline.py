@@ -21,13 +21,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import filesystems
 from pipelines.console import Console, ProgressMonitor
-from pipelines.handlers import BackgroundSourceHandler, MaskSourceHandler
 from pipelines.output import OutputLocationError, OutputTransaction, check_output_location
 from pipelines.partition import episode_range, parse_part, part_dir_name, part_of
+from pipelines.reading import CopyEpisodes, CopyPlan, ReadEpisodes
 from pipelines.recipe import Recipe, RecipeError, check_sources, resolve_path
+from pipelines.records import RECORDS, WriteRecords
 from pipelines.report import RunReport, build_report, read_records, write_report
 from pipelines.rlds_io import DatasetError, ShardSpec, SourceDataset, open_dataset, output_features
-from pipelines.stages import RECORDS, ComposePlan, ComposeVariants, ReadEpisodes, ReportProgress, RunSourceStage
 from pipelines.tfds_writer import drop_empty_splits, tfds_writes
 
 log = logging.getLogger("oxe_augment")
@@ -35,6 +35,7 @@ log = logging.getLogger("oxe_augment")
 _RECORDS = "_records"  # per-episode records, in the run's scratch folder
 _PROGRESS = "_progress"  # the workers' running totals, in the run's scratch folder
 _VARIANT_SLOTS = 1024  # output keys per source episode: the original and up to 1023 variants
+_SHARDS_PER_WORKER = 4  # whole shards are the unit of parallelism from this many per worker
 
 
 def tool_version() -> str:
@@ -229,11 +230,22 @@ class AugmentPipeline:
 
     def split_transform(self, plan: RunPlan, split: str, work_dir: str) -> beam.PTransform:
         """The transform of one split; it writes records and previews under ``work_dir``."""
-        return _AugmentSplit(
-            shards=plan.shards[split],
+        shards = plan.shards[split]
+        common = dict(
+            shards=shards,
             features=plan.source.features,
             recipe=self.recipe,
             cameras=plan.cameras,
+            work_dir=work_dir,
+            spread=spread_episodes(len(shards), self.local_workers()),
+        )
+        if is_copy(self.recipe):
+            copy = CopyPlan(len(plan.cameras), f"{plan.source.name}/{plan.source.version}", self.recipe.sha256, tool_version())
+            return _AugmentSplit(**common, compose=copy)
+        from pipelines.stages import ComposePlan  # imported on use: it brings the model packages
+
+        return _AugmentSplit(
+            **common,
             compose=ComposePlan(
                 cameras=plan.cameras,
                 camera_formats={c: plan.source.camera_format(c) for c in plan.cameras},
@@ -249,18 +261,20 @@ class AugmentPipeline:
                 recipe_sha256=self.recipe.sha256,
                 tool_version=tool_version(),
             ),
-            work_dir=work_dir,
         )
+
+    def local_workers(self) -> int | None:
+        """How many local worker processes run the job; ``None`` when the user picked the runner."""
+        if any(a.startswith("--runner") for a in self.beam_args):
+            return None
+        return self.recipe.runner.workers or os.cpu_count() or 1
 
     def beam_options(self) -> PipelineOptions:
         """The user's Beam options; by default the DirectRunner on every local core."""
         args = list(self.beam_args)
-        if not any(a.startswith("--runner") for a in args):
-            workers = self.recipe.runner.workers or os.cpu_count() or 1
-            # One worker runs in this process: a worker process would only add its
-            # start-up (TensorFlow, torch, Beam imports) and a gRPC hop per bundle.
-            mode = "in_memory" if workers == 1 else "multi_processing"
-            args += ["--runner=DirectRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
+        workers = self.local_workers()
+        if workers is not None:
+            args += local_runner_args(workers)
         if not any(a.startswith("--default_sdk_harness_log_level") for a in args) and not self.verbose:
             args.append("--default_sdk_harness_log_level=WARNING")
         return PipelineOptions(args)
@@ -271,23 +285,43 @@ class _AugmentSplit(beam.PTransform):
     go to the run's ``work_dir``."""
 
     def __init__(
-        self, *, shards: list[ShardSpec], features, recipe: Recipe, cameras: list[str], compose: ComposePlan, work_dir: str
+        self,
+        *,
+        shards: list[ShardSpec],
+        features,
+        recipe: Recipe,
+        cameras: list[str],
+        compose,  # a stages.ComposePlan, or a reading.CopyPlan for a recipe that changes nothing
+        work_dir: str,
+        spread: bool = True,
     ):
         super().__init__()
         self._shards = shards
+        self._spread = spread
         self._features = features
         self._recipe = recipe
         self._cameras = cameras
         self._compose = compose
-        self._records_prefix = filesystems.join(work_dir, _RECORDS, f"records-{shards[0].split}")
+        self._records_dir = filesystems.join(work_dir, _RECORDS)
         self._progress_dir = filesystems.join(work_dir, _PROGRESS)
         self._split = shards[0].split
 
     def expand(self, pbegin):
         recipe = self._recipe
         common = dict(cameras=self._cameras, fail_fast=recipe.fail_fast)
-        read = pbegin | "Read" >> ReadEpisodes(self._shards, self._features, recipe.input.max_episodes, recipe.fail_fast)
+        read = pbegin | "Read" >> ReadEpisodes(
+            self._shards, self._features, recipe.input.max_episodes, recipe.fail_fast, spread=self._spread
+        )
         episodes, records = read.episodes, [read[RECORDS]]
+        if isinstance(self._compose, CopyPlan):
+            # Nothing to segment, draw or compose: the copy's workers never import the
+            # model packages (pipelines.stages, torch).
+            composed = episodes | "Compose" >> beam.ParDo(CopyEpisodes(self._compose, recipe.fail_fast)).with_outputs(
+                RECORDS, main="examples"
+            )
+            return self._finish(composed, records)
+        from pipelines.handlers import BackgroundSourceHandler, MaskSourceHandler  # imported on use: torch
+        from pipelines.stages import ComposeVariants, RunSourceStage
 
         mask_source = recipe.mask_source()
         if mask_source is not None:
@@ -315,17 +349,46 @@ class _AugmentSplit(beam.PTransform):
         composed = episodes | "Compose" >> beam.ParDo(ComposeVariants(self._compose, recipe.fail_fast)).with_outputs(
             RECORDS, main="examples"
         )
-        records.append(composed[RECORDS])
+        return self._finish(composed, records)
 
+    def _finish(self, composed, records: list):
+        """Records (and progress) of every stage to the scratch folder; the examples, ordered, to TFDS."""
+        records = [*records, composed[RECORDS]]
         _ = (
             records
             | "AllRecords" >> beam.Flatten()
-            | "Progress" >> beam.ParDo(ReportProgress(self._split, self._progress_dir, recipe.runner.progress_seconds))
-            | "RecordJson" >> beam.Map(lambda r: r.to_json())
-            | "WriteRecords" >> beam.io.WriteToText(self._records_prefix, file_name_suffix=".jsonl")
+            | "WriteRecords"
+            >> beam.ParDo(WriteRecords(self._split, self._records_dir, self._progress_dir, self._recipe.runner.progress_seconds))
         )
         # TFDS orders a split's records by key: integer keys in source order keep it.
         return composed.examples | "OrderKeys" >> beam.Map(lambda keyed: (_ordered_key(keyed[0]), keyed[1]))
+
+
+def local_runner_args(workers: int) -> list[str]:
+    """Beam options of the default local runner with ``workers`` worker processes."""
+    # One worker runs in this process: a worker process would only add its start-up
+    # (TensorFlow, Beam imports) and a gRPC hop per bundle.
+    mode = "in_memory" if workers == 1 else "multi_processing"
+    return ["--runner=DirectRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
+
+
+def is_copy(recipe: Recipe) -> bool:
+    """Whether the recipe writes every episode as it is (plus provenance): no masks, no backgrounds."""
+    return recipe.segmentation.source == "none" and recipe.background.source == "none" and not recipe.output.write_masks
+
+
+def spread_episodes(shards: int, workers: int | None) -> bool:
+    """Whether to redistribute a split's episodes over the workers after reading its shards.
+
+    Whole shards are the unit of work otherwise. With at least ``_SHARDS_PER_WORKER``
+    shards per worker they keep every worker busy (a last shard delays the end by at most
+    its own read) and the redistribution would only shuffle every record through the
+    runner once more; with fewer, or on a runner we did not pick (Dataflow scales its
+    workers), episodes are spread. One worker has nothing to spread over.
+    """
+    if workers is None:
+        return True
+    return workers > 1 and shards < _SHARDS_PER_WORKER * workers
 
 
 def _ordered_key(output_key: str) -> int:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from pipelines import filesystems
+from pipelines.records import EpisodeRecord
 from pipelines.report_html import write_report_html
-from pipelines.stages import EpisodeRecord
 
 
 @dataclasses.dataclass
@@ -126,9 +126,16 @@ def write_report(report: RunReport, output_dir: str, recipe_yaml: str = "") -> N
 
 
 def read_records(pattern: str) -> list[EpisodeRecord]:
-    """Load the records the workers wrote (JSON lines in the files matching ``pattern``)."""
-    records = []
+    """Load the records the workers wrote (JSON lines in the files matching ``pattern``).
+
+    One record per episode key: a bundle that Beam ran twice (a retry after its records
+    were written) leaves the same records in two files, and the episode counts once.
+    """
+    records: dict[str, EpisodeRecord] = {}
     for path in filesystems.list_paths(pattern):
         lines = filesystems.read_bytes(path).decode().splitlines()
-        records.extend(EpisodeRecord(**json.loads(line)) for line in lines if line.strip())
-    return records
+        for line in lines:
+            if line.strip():
+                record = EpisodeRecord(**json.loads(line))
+                records.setdefault(record.key, record)
+    return list(records.values())

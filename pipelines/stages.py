@@ -1,5 +1,9 @@
 """The pipeline's stages as Beam transforms: read -> segment -> background -> compose.
 
+The first, read, lives in ``pipelines.reading`` and the records and progress in
+``pipelines.records``: modules that a copy's workers import without this one (and its
+model packages).
+
 Each stage passes good episodes on and turns a bad one into an :class:`EpisodeRecord`
 on the ``records`` output, so every input episode ends as exactly one record: written or
 failed, with its reason. The per-episode pixel work itself lives in ``augment/``.
@@ -9,119 +13,26 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import time
-import uuid
 from typing import Any, Iterator
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from augment.composite import clip_alpha, composite_clip
+from augment.composite import clip_alpha, composite_clip, fit_clip_harmonization
 from augment.plan import PlanSettings
 from augment.previews import contact_sheet, gif_bytes, mask_coverage, png_bytes
+from backgrounds.base import sample_indices
 from pipelines import filesystems
-from pipelines.episode import Episode, encode_image
-from pipelines.frame_check import FrameError, check_episode_images, describe_record_mismatch, image_features
+from pipelines.episode import Episode
 from pipelines.handlers import StageError, StageFailure, episode_plans, readable_error
-from pipelines.partition import read_part
-from pipelines.rlds_io import RawEpisode, ReadFailure, ShardSpec, decode_episode, image_decoders, provenance
+from pipelines.records import RECORDS, EpisodeRecord, failed
+from pipelines.rlds_io import provenance
+from segmentation.frames import WINDOW_FRAMES, Frames, encode_image, window_of
 
-RECORDS = "records"
 log = logging.getLogger("oxe_augment")
-
-
-@dataclasses.dataclass
-class EpisodeRecord:
-    """The fate of one input episode, for report.json and failures.jsonl."""
-
-    key: str
-    split: str
-    status: str  # "written" | "failed"
-    reason: str = ""
-    stage: str = ""
-    source: str = ""  # the shard file, for episodes lost while reading
-    steps: int = 0
-    frames: int = 0  # camera frames processed (steps x cameras)
-    written: int = 0  # output episodes written from this one
-    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
-    coverage: dict[str, float] = dataclasses.field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-
-def failed(episode_key: str, split: str, stage: str, reason: str, source: str = "") -> beam.pvalue.TaggedOutput:
-    return beam.pvalue.TaggedOutput(RECORDS, EpisodeRecord(episode_key, split, "failed", reason, stage, source))
-
-
-# ---------------------------------------------------------------------------------------
-# 1. Read
-
-
-class ReadEpisodes(beam.PTransform):
-    """Shards -> ``(key, Episode)``; unreadable episodes go to the records output."""
-
-    def __init__(self, shards: list[ShardSpec], features, max_episodes: int | None, fail_fast: bool):
-        super().__init__()
-        self._shards = shards
-        self._features = features
-        self._max_episodes = max_episodes
-        self._fail_fast = fail_fast
-
-    def expand(self, pbegin):
-        raw = (
-            pbegin
-            | "Shards" >> beam.Create(self._shards)
-            | "ReadShard" >> beam.FlatMap(read_part, max_episodes=self._max_episodes)
-            # One shard holds many episodes: spread them over the workers.
-            | "Spread" >> beam.Reshuffle()
-        )
-        return raw | "Decode" >> beam.ParDo(_DecodeEpisode(self._features, self._fail_fast)).with_outputs(
-            RECORDS, main="episodes"
-        )
-
-
-class _DecodeEpisode(beam.DoFn):
-    """Raw record -> ``Episode``, checked against the declared features before any work.
-
-    An episode TFDS could not load later (an image of the wrong size, empty bytes, a
-    record that disagrees with ``features.json``) fails here, with the feature, camera
-    and step named, instead of being written.
-    """
-
-    def __init__(self, features, fail_fast: bool):
-        self._features = features
-        self._fail_fast = fail_fast
-
-    def setup(self):
-        self._decoders = image_decoders(self._features)
-        self._images = image_features(self._features)
-
-    def process(self, item: RawEpisode | ReadFailure) -> Iterator[Any]:
-        if isinstance(item, ReadFailure):
-            if self._fail_fast:
-                raise RuntimeError(f"{item.path}: {item.reason}")
-            for key in item.keys():
-                yield failed(key, item.split, "read", item.reason, item.path)
-            return
-        try:
-            episode = decode_episode(self._features, item, self._decoders)
-            check_episode_images(episode.steps, self._images)
-        except FrameError as e:
-            if self._fail_fast:
-                raise
-            yield failed(item.key, item.split, "check", str(e), item.source)
-            return
-        except Exception as e:  # noqa: BLE001 - any parse error is this episode's
-            if self._fail_fast:
-                raise
-            reason = describe_record_mismatch(self._features, item.data) or f"{type(e).__name__}: {e}"
-            yield failed(item.key, item.split, "read", f"cannot parse episode: {reason}"[:2000], item.source)
-            return
-        yield episode.key, episode
 
 
 # ---------------------------------------------------------------------------------------
@@ -175,6 +86,8 @@ class ComposePlan:
     # Cameras whose <camera>_object_mask the output declares (with write_masks): every
     # written episode carries one, all zeros where the source found no objects.
     object_cameras: tuple[str, ...] = ()
+    # Frames decoded, composited and encoded at a time: what bounds a worker's memory.
+    window_frames: int = WINDOW_FRAMES
 
 
 @contextlib.contextmanager
@@ -230,124 +143,190 @@ class ComposeVariants(beam.DoFn):
     def _outputs(self, episode: Episode) -> tuple[list[tuple[str, dict]], dict[str, float]]:
         plan = self._plan
         masks, objects = self._encoded_masks(episode)  # once per episode, shared by every output episode
-        coverage = _coverage(episode, plan.cameras)
+        previews = episode.index < plan.previews
         if not plan.augments:
             # Copy, or only add masks: one output episode, every frame its original bytes.
-            if masks and episode.index < plan.previews:
-                self._write_previews(episode, {camera: [] for camera in masks})
+            coverage = _coverage(episode, plan.cameras)
+            if masks and previews:
+                self._write_previews(episode, {camera: _PreviewFrames.of(episode, camera, 0) for camera in masks})
             return [(episode.key, episode.output_example({}, masks, self._provenance(episode, "copy"), objects))], coverage
 
         outputs = []
         if plan.keep_original:
             original = episode.output_example({}, masks, self._provenance(episode, "original"), objects)
             outputs.append((f"{episode.key}/original", original))
-        composite = plan.plan.composite
-        previews = episode.index < plan.previews
-        # Each composited clip is encoded as soon as it is made, so only one is held in
-        # memory at a time (all of them only for an episode that gets previews).
         encoded: dict[int, dict[str, list[bytes]]] = {v: {} for v in range(plan.plan.variants)}
-        preview_frames: dict[str, list[np.ndarray]] = {c: [] for c in plan.cameras}
+        preview_frames: dict[str, _PreviewFrames] = {}
+        coverage = _Coverage()
         for camera in plan.cameras:
             with _failing_as(f"camera {camera}"):
-                frames = episode.frames(camera)
-                # The same plans the background stage drew its backgrounds from.
-                variants = episode_plans(episode, plan.plan, camera)
-                alpha = clip_alpha(variants[0].kept, composite)  # the kept mask is the same for every variant
-                for variant in variants:
-                    background = episode.backgrounds[(camera, variant.variant)]
-                    clip = composite_clip(
-                        frames, variant.kept, background, variant.protected, variant.camera_plan, composite, alpha
-                    )
-                    encoded[variant.variant][camera] = [encode_image(frame, plan.camera_formats[camera]) for frame in clip]
-                    if previews:
-                        preview_frames[camera].append(clip)
+                if previews:
+                    preview_frames[camera] = _PreviewFrames.of(episode, camera, plan.plan.variants)
+                clips = self._compose_camera(episode, camera, coverage, preview_frames.get(camera))
+                for variant, frames in clips.items():
+                    encoded[variant][camera] = frames
         for variant in range(plan.plan.variants):
             provenance = self._provenance(episode, f"v{variant}")
             outputs.append((f"{episode.key}/v{variant}", episode.output_example(encoded[variant], masks, provenance, objects)))
         if previews:
             self._write_previews(episode, preview_frames)
-        return outputs, coverage
+        return outputs, coverage.means()
+
+    def _compose_camera(
+        self, episode: Episode, camera: str, coverage: "_Coverage", preview: "_PreviewFrames | None"
+    ) -> dict[int, list[bytes]]:
+        """Every variant of one camera, composited and encoded a window of frames at a time.
+
+        A worker holds one window of decoded frames, masks and composites, whatever the
+        episode's length; the encoded frames are all that accumulates.
+        """
+        plan = self._plan
+        composite = plan.plan.composite
+        frames = episode.frames(camera)
+        # The same plans the background stage drew its backgrounds from.
+        variants = episode_plans(episode, plan.plan, camera)
+        masks = variants[0].masks  # shared by the variants
+        backgrounds = [episode.backgrounds[(camera, v.variant)] for v in variants]
+        harmonizations = self._harmonizations(frames, masks, backgrounds, variants)
+        encoded: dict[int, list[bytes]] = {v.variant: [] for v in variants}
+        for start, window in frames.windows(plan.window_frames):
+            stop = start + len(window)
+            kept, _ = masks.window(start, stop)
+            coverage.add(camera, episode, start, stop)
+            alpha = clip_alpha(kept, composite)  # the kept mask is the same for every variant
+            for variant, background, harmonization in zip(variants, backgrounds, harmonizations):
+                if getattr(background, "ndim", 3) == 4:  # a per-frame background (original)
+                    background = window_of(background, start, stop)
+                clip = composite_clip(
+                    window, kept, background, variant.protected, variant.camera_plan, composite, alpha, harmonization
+                )
+                encoded[variant.variant] += [encode_image(frame, plan.camera_formats[camera]) for frame in clip]
+                if preview is not None:
+                    preview.add(variant.variant, start, clip)
+            if preview is not None:
+                preview.add(None, start, window)
+        return encoded
+
+    @staticmethod
+    def _harmonizations(frames, masks, backgrounds, variants) -> list:
+        """Each variant's colour harmonisation, fitted once on frames sampled through the episode."""
+        if all(v.camera_plan.harmonize <= 0 for v in variants):
+            return [None] * len(variants)
+        indices = sample_indices(len(frames), HARMONIZE_SAMPLE_FRAMES)
+        sample = np.asarray(frames[indices])
+        _, foreground = masks.at(indices)
+        fitted = []
+        for variant, background in zip(variants, backgrounds):
+            if getattr(background, "ndim", 3) == 4:
+                background = np.asarray(background[indices])
+            fitted.append(fit_clip_harmonization(sample, foreground, background, variant.camera_plan))
+        return fitted
 
     def _encoded_masks(self, episode: Episode) -> tuple[dict[str, list[bytes]], dict[str, list[bytes]]]:
-        """PNG label maps per camera to write: the robot's, and the task objects' for ``object_cameras``."""
+        """PNG label maps per camera to write: the robot's, and the task objects' for ``object_cameras``.
+
+        They are already PNG (a source's masks are encoded when found; stored ones are
+        passed through as the dataset holds them).
+        """
         plan = self._plan
         if not plan.write_masks:
             return {}, {}
-        masks = {
-            camera: [encode_image(labels, "png") for labels in episode.masks[camera]]
-            for camera in plan.cameras
-            if camera in episode.masks
-        }
+        masks = {camera: episode.masks[camera].encoded for camera in plan.cameras if camera in episode.masks}
         objects = {}
         for camera in plan.object_cameras:
             labels = episode.objects.get(camera)
             if labels is None:
-                labels = np.zeros(episode.frames(camera).shape[:3], np.uint8)
-            objects[camera] = [encode_image(frame, "png") for frame in labels]
+                # No object found: the same all-zero PNG at every step.
+                shape = episode.frames(camera).frame_shape[:2]
+                labels = Frames([encode_image(np.zeros(shape, np.uint8), "png")] * episode.num_frames)
+            objects[camera] = labels.encoded
         return masks, objects
 
-    def _write_previews(self, episode: Episode, variant_frames: dict[str, list[np.ndarray]]) -> None:
+    def _write_previews(self, episode: Episode, previews: dict[str, "_PreviewFrames"]) -> None:
         stem = filesystems.join(self._plan.preview_dir, episode.key.replace("/", "_"))
-        for camera, variants in variant_frames.items():
-            original = episode.frames(camera)
-            labels = episode.masks.get(camera, np.zeros(original.shape[:3], np.uint8))
+        for camera, frames in previews.items():
+            original, variants = frames.clips()
+            labels = _at(episode.masks.get(camera), frames.indices, original.shape[:3])
             objects = episode.objects.get(camera)
+            objects = None if objects is None else _at(objects, frames.indices, original.shape[:3])
             sheet = contact_sheet(original, labels, variants, n_frames=self._plan.preview_frames, objects=objects)
             name = f"{stem}_{camera.replace('/', '_')}"  # a nested camera (images/wrist) is not a folder
             filesystems.write_bytes(f"{name}.png", png_bytes(sheet))
             filesystems.write_bytes(f"{name}.gif", gif_bytes([original, *variants]))
 
 
-def _coverage(episode: Episode, cameras: list[str]) -> dict[str, float]:
-    """Mean fraction of pixels per target (and of task objects, where found) over the episode's cameras."""
-    per_camera = []
-    for camera in cameras:
+#: Frames an episode's colour harmonisation is fitted on, spread through the episode.
+HARMONIZE_SAMPLE_FRAMES = 64
+
+#: Frames of a long episode kept for its previews (GIF and contact sheet), spread through it.
+PREVIEW_SAMPLE_FRAMES = 48
+
+
+class _PreviewFrames:
+    """The frames an episode's previews show (at most ``PREVIEW_SAMPLE_FRAMES``, evenly spaced),
+    collected while the compose stage walks the episode a window at a time."""
+
+    def __init__(self, indices: np.ndarray, variants: int):
+        self.indices = indices
+        self._original: list[np.ndarray] = []
+        self._variants: dict[int, list[np.ndarray]] = {v: [] for v in range(variants)}
+
+    @classmethod
+    def of(cls, episode: Episode, camera: str, variants: int) -> "_PreviewFrames":
+        preview = cls(sample_indices(episode.num_frames, PREVIEW_SAMPLE_FRAMES), variants)
+        if not variants:  # nothing composited: the originals are read here
+            preview.add(None, 0, np.asarray(episode.frames(camera)[preview.indices]), sampled=True)
+        return preview
+
+    def add(self, variant: int | None, start: int, window: np.ndarray, sampled: bool = False) -> None:
+        """Keep the frames of ``window`` (frames ``start``... of the original, or of ``variant``) the previews show."""
+        if sampled:
+            chosen = window
+        else:
+            inside = self.indices[(self.indices >= start) & (self.indices < start + len(window))]
+            chosen = window[inside - start]
+        (self._original if variant is None else self._variants[variant]).extend(chosen)
+
+    def clips(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        return np.stack(self._original), [np.stack(frames) for _, frames in sorted(self._variants.items())]
+
+
+def _at(labels, indices: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Label maps at ``indices``, zeros when there are none."""
+    return np.zeros(shape, np.uint8) if labels is None else np.asarray(labels[indices])
+
+
+class _Coverage:
+    """Mean fraction of pixels per target (and of task objects, where found) over an episode's
+    cameras, accumulated window by window."""
+
+    def __init__(self):
+        self._sums: dict[str, dict[str, float]] = {}  # camera -> key -> covered pixels
+        self._pixels: dict[str, int] = {}
+
+    def add(self, camera: str, episode: Episode, start: int, stop: int) -> None:
         if camera not in episode.masks:
-            continue
-        coverage = mask_coverage(episode.masks[camera])
+            return
+        labels = np.asarray(episode.masks[camera][start:stop])
+        sums = self._sums.setdefault(camera, {})
+        for key, fraction in mask_coverage(labels).items():
+            sums[key] = sums.get(key, 0.0) + fraction * labels.size
         if camera in episode.objects:
-            coverage["objects"] = float((episode.objects[camera] > 0).mean())
-        per_camera.append(coverage)
-    if not per_camera:
-        return {}
-    keys = sorted({key for coverage in per_camera for key in coverage})
-    return {key: float(np.mean([c[key] for c in per_camera if key in c])) for key in keys}
+            sums["objects"] = sums.get("objects", 0.0) + float((np.asarray(episode.objects[camera][start:stop]) > 0).sum())
+        self._pixels[camera] = self._pixels.get(camera, 0) + labels.size
+
+    def means(self) -> dict[str, float]:
+        per_camera = [{k: v / max(self._pixels[c], 1) for k, v in sums.items()} for c, sums in self._sums.items()]
+        if not per_camera:
+            return {}
+        keys = sorted({key for coverage in per_camera for key in coverage})
+        return {key: float(np.mean([c[key] for c in per_camera if key in c])) for key in keys}
 
 
-# ---------------------------------------------------------------------------------------
-# Progress
-
-
-class ReportProgress(beam.DoFn):
-    """Publishes this worker's running totals for the launcher (records pass through).
-
-    Workers share no memory with the launcher (other processes, other machines), so each
-    DoFn instance writes its totals as a small JSON file in ``progress_dir``, through Beam's
-    file systems, at most every ``every_seconds`` and at the end of each bundle;
-    ``pipelines.console.ProgressMonitor`` sums the files into one progress line.
-    """
-
-    def __init__(self, split: str, progress_dir: str, every_seconds: float):
-        self._split = split
-        self._dir = progress_dir
-        self._every = every_seconds
-
-    def setup(self):
-        self._path = filesystems.join(self._dir, f"{self._split}-{uuid.uuid4().hex}.json")
-        self._totals = {"split": self._split, "episodes": 0, "failed": 0, "frames": 0}
-        self._last = time.monotonic()
-
-    def process(self, record: EpisodeRecord) -> Iterator[EpisodeRecord]:
-        self._totals["episodes"] += 1
-        self._totals["failed"] += record.status == "failed"
-        self._totals["frames"] += record.frames
-        if time.monotonic() - self._last >= self._every:
-            self._publish()
-        yield record
-
-    def finish_bundle(self):
-        self._publish()
-
-    def _publish(self) -> None:
-        self._last = time.monotonic()
-        filesystems.write_bytes(self._path, json.dumps(self._totals).encode())
+def _coverage(episode: Episode, cameras: list[str]) -> dict[str, float]:
+    """:class:`_Coverage` of the whole episode, for outputs that composite nothing."""
+    coverage = _Coverage()
+    for camera in cameras:
+        for start in range(0, episode.num_frames, WINDOW_FRAMES):
+            coverage.add(camera, episode, start, min(start + WINDOW_FRAMES, episode.num_frames))
+    return coverage.means()

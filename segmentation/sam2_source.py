@@ -227,4 +227,5 @@ class Sam2MaskSource(MaskSource):
             raise ValueError(
                 f"episode {clip.episode_key}, camera {clip.camera}: no prompts in {o.prompts} (missing_prompts: error)"
             )
-        return model.segment_video(clip.frames, prompts, inference_options(o))
+        # SAM 2 tracks through the whole clip: decoded whole here.
+        return model.segment_video(np.asarray(clip.frames), prompts, inference_options(o))

@@ -93,7 +93,8 @@ class Sam3Video:
         # The model reads its thresholds from these attributes on every frame.
         self.model.score_threshold_detection = score_threshold
         self.model.new_det_thresh = new_object_threshold
-        frames = np.asarray(frames)
+        if not hasattr(frames, "window"):  # a Frames decodes one chunk at a time below
+            frames = np.asarray(frames)
         found = {prompt: np.zeros(frames.shape[:3], dtype=bool) for prompt in prompts}
         if not prompts:
             return found

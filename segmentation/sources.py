@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
+from segmentation.frames import Frames
 from segmentation.labels import OBJECT_MASK_SUFFIX, mask_feature_name
 
 
@@ -44,8 +45,10 @@ class CameraClip:
 
     episode_key: str
     camera: str
-    frames: np.ndarray  # (T, H, W, 3) uint8
-    observation: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    # (T, H, W, 3) uint8 RGB: a segmentation.frames.Frames in the pipeline, decoded on access
+    # (``frames[a:b]`` a window, ``np.asarray(frames)`` the whole clip), or an array.
+    frames: Any
+    observation: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     instruction: str = ""
 
 
@@ -53,8 +56,9 @@ class CameraClip:
 class ClipMasks:
     """What a mask source found in one camera clip."""
 
-    robot: np.ndarray  # (T, H, W) uint8 label map: 0 bg, 1 body, 2 arm, 3 gripper (segmentation/labels.py)
-    objects: np.ndarray | None = None  # (T, H, W) uint8: 0 none, k = task object k (1-based)
+    # (T, H, W) uint8 label maps, an array or still-encoded Frames: 0 bg, 1 body, 2 arm, 3 gripper (segmentation/labels.py)
+    robot: Any
+    objects: Any = None  # (T, H, W) uint8: 0 none, k = task object k (1-based)
     object_names: tuple[str, ...] = ()  # name of object k at index k-1 (a prompt, or "object k")
 
 
@@ -190,18 +194,37 @@ class DatasetMaskSource(MaskSource):
         if name is None or name not in clip.observation:
             return ClipMasks(robot=robot)
         objects = _stored_label_maps(clip, name)
-        count = int(objects.max()) if objects.size else 0
+        count = max((int(window.max()) for _, window in _windows(objects) if window.size), default=0)
         return ClipMasks(robot=robot, objects=objects, object_names=tuple(f"object {k}" for k in range(1, count + 1)))
 
 
-def _stored_label_maps(clip: CameraClip, feature: str) -> np.ndarray:
-    """The ``(T, H, W)`` uint8 label maps of ``clip`` stored in observation ``feature``."""
-    labels = np.asarray(clip.observation[feature])
-    if labels.ndim == 4:
-        labels = labels[..., 0]
-    if labels.shape != clip.frames.shape[:3]:
-        raise ValueError(
-            f"episode {clip.episode_key}, camera {clip.camera}: {feature} has shape {labels.shape}, "
-            f"which does not match frames {clip.frames.shape[:3]}"
+def _stored_label_maps(clip: CameraClip, feature: str) -> Frames | np.ndarray:
+    """The ``(T, H, W)`` uint8 label maps of ``clip`` stored in observation ``feature``.
+
+    Stored as one-channel PNGs (how TFDS writes a mask ``Image``), they are returned still
+    encoded (a :class:`Frames`): nothing is decoded until a stage reads a window, and the
+    output can write the same bytes.
+    """
+    labels = clip.observation[feature]
+    if isinstance(labels, Frames) and len(labels.frame_shape) == 3:
+        # (H, W, C) masks: the first channel holds the labels; re-encoded one-channel.
+        labels = Frames.from_windows(
+            (window[..., 0] for _, window in labels.windows()), "png", f"episode {clip.episode_key}, {feature}"
         )
-    return labels.astype(np.uint8)
+    elif not isinstance(labels, Frames):
+        labels = np.asarray(labels)
+        if labels.ndim == 4:
+            labels = labels[..., 0]
+        labels = labels.astype(np.uint8)
+    if tuple(labels.shape) != tuple(clip.frames.shape[:3]):
+        raise ValueError(
+            f"episode {clip.episode_key}, camera {clip.camera}: {feature} has shape {tuple(labels.shape)}, "
+            f"which does not match frames {tuple(clip.frames.shape[:3])}"
+        )
+    return labels
+
+
+def _windows(labels: Frames | np.ndarray):
+    if isinstance(labels, Frames):
+        return labels.windows()
+    return [(0, labels)]

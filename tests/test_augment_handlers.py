@@ -72,9 +72,10 @@ def test_mask_handler_gives_clips_the_instruction_and_stores_object_masks(bridge
         assert set(segmented.masks) == set(segmented.objects) == set(CAMERAS)
         for camera in CAMERAS:
             height, width = segmented.frames(camera).shape[1:3]
-            assert segmented.objects[camera].dtype == np.uint8
-            assert segmented.objects[camera][:, height // 2 :, width // 2 :].all()
-            assert not segmented.objects[camera][:, : height // 2].any()
+            objects = np.asarray(segmented.objects[camera])
+            assert objects.dtype == np.uint8
+            assert objects[:, height // 2 :, width // 2 :].all()
+            assert not objects[:, : height // 2].any()
 
 
 def test_a_source_whose_object_masks_do_not_fit_fails_that_episode(bridge_dir):
@@ -116,8 +117,9 @@ def test_background_requests_follow_the_plans_the_compose_stage_reads(bridge_dir
                 assert (request.episode_key, request.camera, request.variant) == (episode.key, camera, plan.variant)
                 assert request.seed == plan.seed
                 # The background must not show the robot (all of it) nor the kept object.
-                np.testing.assert_array_equal(request.foreground, (episode.masks[camera] > 0) | (episode.objects[camera] > 0))
+                robot, objects = np.asarray(episode.masks[camera]), np.asarray(episode.objects[camera])
+                np.testing.assert_array_equal(request.foreground, (robot > 0) | (objects > 0))
                 np.testing.assert_array_equal(request.replace, plan.replace)
                 # Only the gripper target is composited back, with the object; the arm is not.
-                assert not (plan.kept & (episode.masks[camera] == 2)).any()
-                assert plan.kept[episode.objects[camera] > 0].all()
+                assert not (plan.kept & (robot == 2)).any()
+                assert plan.kept[objects > 0].all()

@@ -70,9 +70,9 @@ def test_objects_not_kept_are_background():
 def test_no_masks_keeps_nothing_and_variants_share_read_only_masks():
     plans = plan_variants(settings(), "e", "c", (T, H, W), None)
     assert not plans[0].kept.any() and not plans[0].foreground.any()
-    assert all(p.kept is plans[0].kept and p.protected is plans[0].protected for p in plans)
+    assert all(p.masks is plans[0].masks and p.protected is plans[0].protected for p in plans)
     with pytest.raises(ValueError):
-        plans[0].kept[0, 0, 0] = True
+        plans[0].protected[0, 0] = True
 
 
 def test_masks_of_the_wrong_shape_name_the_episode_and_camera():

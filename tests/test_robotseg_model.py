@@ -195,3 +195,26 @@ def test_memory_bank_selects_sam2s_frames_and_stays_bounded():
     assert [(t_pos, int(e.obj_ptr)) for t_pos, e in selection.spatial] == [(0, 0)] + [(k, 43 + k) for k in range(1, 7)]
     assert [(d, int(p)) for d, p in selection.pointers] == [(50, 0)] + [(d, 50 - d) for d in range(1, 16)]
     assert selection.max_pointer_distance == 15
+
+
+def test_compiling_the_image_encoder_does_not_recompile_on_the_second_frame():
+    # sam2's position encodings cache a table on first use; filled inside the compiled graph
+    # it fails a guard and the encoder compiles again (once per size, minutes on a GPU).
+    from torch._dynamo.utils import counters
+
+    models = []
+    for _ in range(2):  # the same weights twice: one eager, one compiled before its first call
+        torch.manual_seed(0)
+        models.append(build_robotseg("tiny").eval())
+    reference, model = models
+    size = model.config.image_size
+    images = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        eager = reference.encode_images(images)
+        torch._dynamo.reset()
+        counters.clear()
+        model.enable_compile(backend="eager")  # tracing and guards, without code generation
+        outputs = [model.encode_images(images) for _ in range(3)]
+    assert counters["stats"]["unique_graphs"] == 1
+    for features in outputs:
+        torch.testing.assert_close(features.vision, eager.vision)

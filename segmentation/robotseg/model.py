@@ -133,14 +133,23 @@ class RobotSeg(nn.Module):
     def image_size(self) -> int:
         return self.config.image_size
 
-    def enable_compile(self) -> None:
+    def enable_compile(self, backend: str = "inductor") -> None:
         """Compile the image encoder's forward (the bulk of the FLOPs) with ``torch.compile``.
 
         The compiled function is kept beside the module, so state-dict keys don't change.
         Batches must keep one shape to avoid recompiles (the video engine pads chunks).
+        ``backend`` is ``torch.compile``'s (``"eager"`` traces without generating code: tests).
         """
         if self._compiled_image_encoder is None:
-            self._compiled_image_encoder = torch.compile(self.image_encoder.forward, dynamic=False)
+            # sam2's position encodings fill a cache on their first call at each size. Filled
+            # inside the compiled graph, that cache fails a guard on the next call and the
+            # encoder is compiled again; one eager pass at the model's size fills it first.
+            # (sam2 warms it itself only on CUDA and only at its own default size, 1024.)
+            parameter = next(self.image_encoder.parameters())
+            size = self.config.image_size
+            with torch.no_grad():
+                self.image_encoder(torch.zeros(1, 3, size, size, device=parameter.device, dtype=parameter.dtype))
+            self._compiled_image_encoder = torch.compile(self.image_encoder.forward, dynamic=False, backend=backend)
 
     # ------------------------------------------------------------------ per frame
 

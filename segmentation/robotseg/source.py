@@ -153,4 +153,6 @@ class RobotSegMaskSource(MaskSource):
                 raise ValueError(f"episode {clip.episode_key}, camera {clip.camera}: no prompts in {o.prompts}")
             if not prompts and o.missing_prompts == "empty":
                 return np.zeros(clip.frames.shape[:3], dtype=np.uint8)
-        return model.segment_video(clip.frames, list(o.model_targets), prompts, inference_options(o))
+        # A video model tracks through the whole clip: it is decoded whole here (memory grows with the
+        # episode on this path only; model sources run on GPU workers sized for it).
+        return model.segment_video(np.asarray(clip.frames), list(o.model_targets), prompts, inference_options(o))
