@@ -21,14 +21,14 @@ demo: install
 	@test -f $(SAMPLE)/dataset_info.json || $(BIN)/oxe-augment sample-data $(SAMPLE)
 	$(BIN)/oxe-augment run configs/demo.yaml
 
-# Lint and format check, the default suite, then the learning tests (marked slow) on their
-# own. Tests run on every core (pytest-xdist): most of them are single-threaded Beam runs.
+# Lint and format check, then every test, the learning tests (marked slow) included, on
+# every core (pytest-xdist): most tests are single-threaded Beam runs. The slow ones are
+# started first (tests/conftest.py), so the other cores run the rest beside them.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@sh tests/setup_browser.sh  # Chromium for the report.html test; never fails the build
-	$(BIN)/python -m pytest -q -n auto tests
-	$(BIN)/python -m pytest -q -n auto -m slow tests
+	$(BIN)/python -m pytest -q -n auto -m "slow or not slow" tests
 
 test-fast: install
 	$(BIN)/python -m pytest -q -n auto tests

@@ -9,11 +9,31 @@ on every frame gives every frame the same look, so an augmented episode never fl
 from __future__ import annotations
 
 import random
+import sys
 from typing import Any, Mapping, Sequence
 
-import albumentations as A
 import cv2
 import numpy as np
+
+
+def _import_albumentations():
+    """``albumentations`` without its ``albumentations.pytorch`` (ToTensorV2), which imports
+    torch: 3 s in every worker, for a transform that a background or robot transform cannot
+    use (it changes the type). Where torch is already loaded, nothing is skipped."""
+    if "albumentations" in sys.modules or "torch" in sys.modules:
+        import albumentations
+
+        return albumentations
+    sys.modules["albumentations.pytorch"] = None  # albumentations/__init__.py: suppress(ImportError)
+    try:
+        import albumentations
+    finally:
+        if sys.modules.get("albumentations.pytorch", 0) is None:
+            del sys.modules["albumentations.pytorch"]  # importable later, on request
+    return albumentations
+
+
+A = _import_albumentations()
 
 
 def transform_from_spec(spec: Any, where: str, pixel_level: bool = False) -> A.BasicTransform:

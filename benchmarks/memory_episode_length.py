@@ -16,6 +16,10 @@ item 4): the 2,000-step run within 1.3x the 16-step run's peak, per size.
     .venv/bin/python benchmarks/memory_episode_length.py                      # 128 and 256 px, 16/500/2000 steps
     .venv/bin/python benchmarks/memory_episode_length.py --sizes 128 --steps 16 2000
 
+With ``--control-copy`` each dataset is also copied (``configs/copy.yaml``: no decoding at
+all), which shows what Beam's runner and TFDS's writer hold for the same episodes' bytes
+whatever the recipe does.
+
 Writes ``benchmarks/results/memory_episode_length.json`` (after every case, so an interrupted
 run keeps what it measured). The machine may be shared: the load average before and after
 each case is recorded.
@@ -123,12 +127,12 @@ def dataset_for(scratch: pathlib.Path, size: int, steps: int, cache: dict) -> pa
     return out
 
 
-def run_case(dataset: pathlib.Path, output: pathlib.Path, poll: float) -> dict:
-    """``oxe-augment run configs/demo.yaml`` on ``dataset`` with one worker; peak RSS of the tree."""
+def run_case(dataset: pathlib.Path, output: pathlib.Path, poll: float, recipe: str = "configs/demo.yaml") -> dict:
+    """``oxe-augment run RECIPE`` on ``dataset`` with one worker; peak RSS of the tree."""
     command = [
         OXE_AUGMENT,
         "run",
-        "configs/demo.yaml",
+        recipe,
         "--set",
         f"input.dir={dataset}",
         "--set",
@@ -161,8 +165,14 @@ def summarise(cases: list[dict], steps: list[int]) -> dict:
         if case["returncode"] == 0:
             by_size.setdefault(str(case["size"]), {})[str(case["steps"])] = case["peak_rss_mb"]
     summary = {}
+    copies: dict[str, dict] = {}
+    for case in cases:
+        if case.get("copy_control", {}).get("returncode") == 0:
+            copies.setdefault(str(case["size"]), {})[str(case["steps"])] = case["copy_control"]["peak_rss_mb"]
     for size, peaks in by_size.items():
         entry = {"peak_rss_mb_by_steps": peaks}
+        if size in copies:
+            entry["copy_control_peak_rss_mb_by_steps"] = copies[size]
         short, long = str(min(steps)), str(max(steps))
         if short in peaks and long in peaks and short != long:
             ratio = peaks[long] / peaks[short]
@@ -181,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scratch", type=pathlib.Path, default=pathlib.Path("/tmp/oxe-augment-memory"))
     parser.add_argument("--keep", action="store_true", help="keep the datasets and outputs in --scratch")
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
+    parser.add_argument(
+        "--control-copy",
+        action="store_true",
+        help="also run configs/copy.yaml on each dataset: what the runner and TFDS's writer hold for the same bytes",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -219,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
             case = {"size": size, "steps": steps, "episodes": EPISODES, **run_case(dataset, output, args.poll)}
             cases.append(case)
             print("  " + json.dumps({k: case[k] for k in ("returncode", "peak_rss_mb", "wall_seconds")}), flush=True)
+            if args.control_copy:
+                shutil.rmtree(output, ignore_errors=True)
+                copy = run_case(dataset, output, args.poll, "configs/copy.yaml")
+                case["copy_control"] = {k: copy[k] for k in ("returncode", "peak_rss_mb", "wall_seconds")}
+                print("  copy: " + json.dumps(case["copy_control"]), flush=True)
             write()
             if not args.keep:
                 shutil.rmtree(output, ignore_errors=True)

@@ -167,7 +167,8 @@ def _sheet_rows(sheet_png: bytes, gif: bytes | None) -> list[bytes] | None:
     rows = []
     for row in range(n_rows):
         buffer = io.BytesIO()
-        sheet.crop((0, row * frame_height, width, (row + 1) * frame_height)).save(buffer, format="PNG")
+        # zlib level 1: several times faster than Pillow's default 6, for a few percent more bytes.
+        sheet.crop((0, row * frame_height, width, (row + 1) * frame_height)).save(buffer, format="PNG", compress_level=1)
         rows.append(buffer.getvalue())
     return rows
 

@@ -11,6 +11,7 @@ failed, with its reason. The per-episode pixel work itself lives in ``augment/``
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -21,7 +22,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from augment.composite import clip_alpha, composite_clip, fit_clip_harmonization
+from augment.composite import clip_alpha, composite_clip, fit_clip_harmonization, prepare_background
 from augment.plan import PlanSettings
 from augment.previews import contact_sheet, gif_bytes, mask_coverage, png_bytes
 from backgrounds.base import sample_indices
@@ -30,7 +31,7 @@ from pipelines.episode import Episode
 from pipelines.handlers import StageError, StageFailure, episode_plans, readable_error
 from pipelines.records import RECORDS, EpisodeRecord, failed
 from pipelines.rlds_io import provenance
-from segmentation.frames import WINDOW_FRAMES, Frames, encode_image, window_of
+from segmentation.frames import WINDOW_FRAMES, Frames, encode_frames, encode_image, window_of
 
 log = logging.getLogger("oxe_augment")
 
@@ -182,25 +183,41 @@ class ComposeVariants(beam.DoFn):
         """
         plan = self._plan
         composite = plan.plan.composite
+        fmt = plan.camera_formats[camera]
         frames = episode.frames(camera)
         # The same plans the background stage drew its backgrounds from.
         variants = episode_plans(episode, plan.plan, camera)
         masks = variants[0].masks  # shared by the variants
         backgrounds = [episode.backgrounds[(camera, v.variant)] for v in variants]
         harmonizations = self._harmonizations(frames, masks, backgrounds, variants)
+        # A static background gets its transforms once per camera, not once per window.
+        backgrounds = [prepare_background(b, v.camera_plan) for b, v in zip(backgrounds, variants)]
         encoded: dict[int, list[bytes]] = {v.variant: [] for v in variants}
         for start, window in frames.windows(plan.window_frames):
             stop = start + len(window)
-            kept, _ = masks.window(start, stop)
-            coverage.add(camera, episode, start, stop)
+            robot, objects = _label_windows(episode, camera, start, stop)
+            coverage.add_window(camera, robot, objects)
+            # The plan's masks from the label maps just decoded (each is decoded once per window).
+            kept, _ = dataclasses.replace(masks, shape=(len(window), *masks.shape[1:]), robot=robot, objects=objects).window(
+                0, len(window)
+            )
             alpha = clip_alpha(kept, composite)  # the kept mask is the same for every variant
             for variant, background, harmonization in zip(variants, backgrounds, harmonizations):
-                if getattr(background, "ndim", 3) == 4:  # a per-frame background (original)
+                static = getattr(background, "ndim", 3) == 3
+                if not static:  # a per-frame background (original), transformed window by window
                     background = window_of(background, start, stop)
                 clip = composite_clip(
-                    window, kept, background, variant.protected, variant.camera_plan, composite, alpha, harmonization
+                    window,
+                    kept,
+                    background,
+                    variant.protected,
+                    variant.camera_plan,
+                    composite,
+                    alpha,
+                    harmonization,
+                    background_prepared=static,
                 )
-                encoded[variant.variant] += [encode_image(frame, plan.camera_formats[camera]) for frame in clip]
+                encoded[variant.variant] += encode_frames(clip, fmt)
                 if preview is not None:
                     preview.add(variant.variant, start, clip)
             if preview is not None:
@@ -244,6 +261,7 @@ class ComposeVariants(beam.DoFn):
 
     def _write_previews(self, episode: Episode, previews: dict[str, "_PreviewFrames"]) -> None:
         stem = filesystems.join(self._plan.preview_dir, episode.key.replace("/", "_"))
+        files: list[tuple[str, Any, Any]] = []  # (path, encoder, its argument)
         for camera, frames in previews.items():
             original, variants = frames.clips()
             labels = _at(episode.masks.get(camera), frames.indices, original.shape[:3])
@@ -251,8 +269,13 @@ class ComposeVariants(beam.DoFn):
             objects = None if objects is None else _at(objects, frames.indices, original.shape[:3])
             sheet = contact_sheet(original, labels, variants, n_frames=self._plan.preview_frames, objects=objects)
             name = f"{stem}_{camera.replace('/', '_')}"  # a nested camera (images/wrist) is not a folder
-            filesystems.write_bytes(f"{name}.png", png_bytes(sheet))
-            filesystems.write_bytes(f"{name}.gif", gif_bytes([original, *variants]))
+            files += [(f"{name}.png", png_bytes, sheet), (f"{name}.gif", gif_bytes, [original, *variants])]
+        # Pillow releases the GIL while it quantizes and compresses, so the files are encoded
+        # side by side; an error is raised here, as if they had been encoded one by one.
+        with concurrent.futures.ThreadPoolExecutor(PREVIEW_THREADS) as pool:
+            encoded = list(pool.map(lambda file: file[1](file[2]), files))
+        for (path, _, _), data in zip(files, encoded):
+            filesystems.write_bytes(path, data)
 
 
 #: Frames an episode's colour harmonisation is fitted on, spread through the episode.
@@ -260,6 +283,9 @@ HARMONIZE_SAMPLE_FRAMES = 64
 
 #: Frames of a long episode kept for its previews (GIF and contact sheet), spread through it.
 PREVIEW_SAMPLE_FRAMES = 48
+
+#: Preview files (contact sheets, GIFs) of one episode encoded at a time.
+PREVIEW_THREADS = 2
 
 
 class _PreviewFrames:
@@ -305,14 +331,17 @@ class _Coverage:
         self._pixels: dict[str, int] = {}
 
     def add(self, camera: str, episode: Episode, start: int, stop: int) -> None:
-        if camera not in episode.masks:
+        self.add_window(camera, *_label_windows(episode, camera, start, stop))
+
+    def add_window(self, camera: str, labels: np.ndarray | None, objects: np.ndarray | None) -> None:
+        """Count one window's decoded robot label maps and object label maps (``None``: none)."""
+        if labels is None:
             return
-        labels = np.asarray(episode.masks[camera][start:stop])
         sums = self._sums.setdefault(camera, {})
         for key, fraction in mask_coverage(labels).items():
             sums[key] = sums.get(key, 0.0) + fraction * labels.size
-        if camera in episode.objects:
-            sums["objects"] = sums.get("objects", 0.0) + float((np.asarray(episode.objects[camera][start:stop]) > 0).sum())
+        if objects is not None:
+            sums["objects"] = sums.get("objects", 0.0) + float(np.count_nonzero(objects))
         self._pixels[camera] = self._pixels.get(camera, 0) + labels.size
 
     def means(self) -> dict[str, float]:
@@ -321,6 +350,15 @@ class _Coverage:
             return {}
         keys = sorted({key for coverage in per_camera for key in coverage})
         return {key: float(np.mean([c[key] for c in per_camera if key in c])) for key in keys}
+
+
+def _label_windows(episode: Episode, camera: str, start: int, stop: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The camera's robot and object label maps of frames ``start:stop`` decoded (``None`` where it has none)."""
+    robot, objects = episode.masks.get(camera), episode.objects.get(camera)
+    return (
+        None if robot is None else window_of(robot, start, stop),
+        None if objects is None else window_of(objects, start, stop),
+    )
 
 
 def _coverage(episode: Episode, cameras: list[str]) -> dict[str, float]:

@@ -58,6 +58,22 @@ def encode_image(image: np.ndarray, encoding_format: str) -> bytes | np.ndarray:
         return np.ascontiguousarray(image, dtype=np.uint8)
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    return _encode_bgr(image, encoding_format)
+
+
+def encode_frames(frames: np.ndarray, encoding_format: str) -> list[bytes | np.ndarray]:
+    """:func:`encode_image` of every frame of ``(T, H, W[, 3])``, the same bytes; the colour
+    conversion runs once for the whole window."""
+    frames = np.asarray(frames)
+    if encoding_format == "tensor" or frames.ndim != 4 or not len(frames):
+        return [encode_image(frame, encoding_format) for frame in frames]
+    steps, height, width, channels = frames.shape
+    bgr = cv2.cvtColor(np.ascontiguousarray(frames).reshape(steps * height, width, channels), cv2.COLOR_RGB2BGR)
+    return [_encode_bgr(frame, encoding_format) for frame in bgr.reshape(frames.shape)]
+
+
+def _encode_bgr(image: np.ndarray, encoding_format: str) -> bytes:
+    """:func:`encode_image` of a BGR (or one-channel) image."""
     if encoding_format == "jpeg":
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
     elif encoding_format == "png":

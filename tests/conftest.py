@@ -24,6 +24,12 @@ BRIDGE = REPO.parent / "shared" / "data" / "bridge_dataset" / "1.0.0"
 IN_PROCESS = ["--", "--runner=DirectRunner", "--direct_running_mode=in_memory"]
 
 
+def pytest_collection_modifyitems(config, items):
+    """The slow learning tests first: pytest-xdist hands tests out in this order, so each
+    long one starts at once on its own core while the other cores work through the rest."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def one_torch_thread():
     """Tiny networks gain nothing from threads; on two shared cores extra ones spin-wait."""

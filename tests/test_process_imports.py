@@ -25,3 +25,19 @@ def test_diffusion_model_loads_in_a_process_that_read_tfds_first(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("StableDiffusionInpaintPipeline")
+
+
+def test_beams_inference_module_loads_without_torch_and_keeps_working():
+    """pipelines/beam_imports.py: RunInference's module loads without its ModelManager (and
+    torch); what it sets aside while doing so (``resource``) is back, and a model handler runs."""
+    done = run_python(
+        "import sys\n"
+        "import pipelines.stages\n"
+        "import apache_beam.ml.inference.base as base\n"
+        "import resource\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert base.ModelManager is None and base.resource is resource\n"
+        "print(base._get_current_process_memory_in_bytes() > 0)\n"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("True")
