@@ -181,3 +181,20 @@ def test_the_compose_stage_writes_the_same_bytes_whatever_its_window(bridge_dir,
     assert previews and previews == sorted(p.name for p in (tmp_path / "previews-10000").iterdir())
     for name in previews:
         assert (tmp_path / "previews-3" / name).read_bytes() == (tmp_path / "previews-10000" / name).read_bytes()
+
+
+@pytest.mark.parametrize("feather", [1.5, 2.0, 2.5, 3.0, 4.2, 6.0])
+def test_the_window_wide_alpha_equals_the_per_frame_alpha(feather):
+    # clip_alpha computes narrow feathers for the whole window at once (erosions and
+    # dilations by disks) rather than with a distance transform per frame.
+    from augment.composite import BAND_FEATHER_PX, clip_alpha, robot_alpha
+
+    assert feather <= BAND_FEATHER_PX
+    rng = np.random.default_rng(int(feather * 10))
+    masks = np.zeros((5, 40, 48), bool)
+    masks[0, 5:30, 8:40] = True  # a block
+    masks[1] = rng.random((40, 48)) < 0.5  # noise: borders everywhere
+    masks[2, :, :20] = True  # touching the frame's edges
+    masks[3, 10:12, 10:30] = True  # thinner than the feather
+    settings = CompositeSettings(feather_px=feather)
+    np.testing.assert_allclose(clip_alpha(masks, settings), np.stack([robot_alpha(m, settings) for m in masks]), atol=1e-6)
