@@ -81,11 +81,6 @@ class Episode:
         stay encoded (a :class:`Frames`), so a source that reads one stored mask decodes only it."""
         return ObservationView(self, names)
 
-    def observation_arrays(self, names: list[str]) -> dict[str, np.ndarray]:
-        """Per-step observation fields stacked over steps, encoded images decoded (whole clips)."""
-        view = self.observation_view(names)
-        return {name: np.asarray(view[name]) for name in names}
-
     def with_masks(self, masks: dict[str, np.ndarray], objects: dict[str, np.ndarray], seconds: float) -> "Episode":
         """A copy with the robot label maps and the task-object label maps of each camera."""
         return dataclasses.replace(self, masks=dict(masks), objects=dict(objects), seconds={**self.seconds, "segment": seconds})
