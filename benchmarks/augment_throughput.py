@@ -28,10 +28,9 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import tempfile
 
-from measure import OXE_AUGMENT, REPO, Measurement, measure, write_results
+from measure import OXE_AUGMENT, REPO, Measurement, measure, ratios, summary, write_results
 
 VARIANTS = 2  # configs/demo.yaml's output.variants_per_episode
 
@@ -67,21 +66,6 @@ def run(recipe: str, dataset: str, out: str, workers: int, per_episode: int) -> 
     assert report["episodes_failed"] == 0 and report["episodes_written"] == report["episodes_in"], report
     assert report["output_episodes"] == per_episode * report["episodes_in"], report
     return result, report
-
-
-def summary(runs: list[Measurement]) -> dict:
-    """Medians and every value of wall time, peak memory (all processes) and launcher peak."""
-    walls = [round(r.wall_seconds, 2) for r in runs]
-    peaks = [round(r.peak_rss_mb) for r in runs]
-    launchers = [round(r.launcher_peak_rss_mb) for r in runs]
-    return {
-        "wall_seconds": statistics.median(walls),
-        "peak_rss_mb": statistics.median(peaks),
-        "launcher_peak_rss_mb": statistics.median(launchers),
-        "all_wall_seconds": walls,
-        "all_peak_rss_mb": peaks,
-        "all_launcher_peak_rss_mb": launchers,
-    }
 
 
 def main() -> None:
@@ -129,18 +113,8 @@ def main() -> None:
                 "copy": copy,
                 "augment": augment,
                 "augment_worker_seconds_per_stage": stages["augment"],
-                "ratio": {
-                    "wall": round(augment["wall_seconds"] / copy["wall_seconds"], 3),
-                    "peak_rss": round(augment["peak_rss_mb"] / copy["peak_rss_mb"], 3),
-                    "launcher_peak_rss": round(augment["launcher_peak_rss_mb"] / copy["launcher_peak_rss_mb"], 3),
-                },
+                "ratio": ratios(f"workers {workers}: augment/copy", augment, copy),
             }
-            print(
-                f"workers {workers}: augment/copy wall {entry['ratio']['wall']:.2f}x "
-                f"({augment['wall_seconds']} s / {copy['wall_seconds']} s), peak memory {entry['ratio']['peak_rss']:.2f}x "
-                f"({augment['peak_rss_mb']} MB / {copy['peak_rss_mb']} MB)",
-                flush=True,
-            )
             results.append(entry)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -22,12 +22,11 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 
-from measure import OXE_AUGMENT, REPO, Measurement, measure, write_results
+from measure import OXE_AUGMENT, REPO, Measurement, measure, ratios, summary, write_results
 
 sys.path.insert(0, REPO)
 from pipelines.pipeline import local_runner_args  # noqa: E402 - the runner options `run` uses
@@ -57,21 +56,6 @@ def run_floor(dataset: str, out: str, workers: int) -> Measurement:
     result = measure([sys.executable, COPY_FLOOR, dataset, out, *beam_args])
     assert result.returncode == 0, result.output[-4000:]
     return result
-
-
-def summary(runs: list[Measurement]) -> dict:
-    """Medians and every value of wall time, peak memory (all processes) and launcher peak."""
-    walls = [round(r.wall_seconds, 2) for r in runs]
-    peaks = [round(r.peak_rss_mb) for r in runs]
-    launchers = [round(r.launcher_peak_rss_mb) for r in runs]
-    return {
-        "wall_seconds": statistics.median(walls),
-        "peak_rss_mb": statistics.median(peaks),
-        "launcher_peak_rss_mb": statistics.median(launchers),
-        "all_wall_seconds": walls,
-        "all_peak_rss_mb": peaks,
-        "all_launcher_peak_rss_mb": launchers,
-    }
 
 
 def main() -> None:
@@ -114,17 +98,7 @@ def main() -> None:
             if args.floor:
                 floor = summary(floors)
                 entry["floor"] = floor
-                entry["ratio"] = {
-                    "wall": round(copy["wall_seconds"] / floor["wall_seconds"], 3),
-                    "peak_rss": round(copy["peak_rss_mb"] / floor["peak_rss_mb"], 3),
-                    "launcher_peak_rss": round(copy["launcher_peak_rss_mb"] / floor["launcher_peak_rss_mb"], 3),
-                }
-                print(
-                    f"workers {workers}: copy/floor wall {entry['ratio']['wall']:.2f}x "
-                    f"({copy['wall_seconds']} s / {floor['wall_seconds']} s), peak memory {entry['ratio']['peak_rss']:.2f}x "
-                    f"({copy['peak_rss_mb']} MB / {floor['peak_rss_mb']} MB)",
-                    flush=True,
-                )
+                entry["ratio"] = ratios(f"workers {workers}: copy/floor", copy, floor)
             results.append(entry)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

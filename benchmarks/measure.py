@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -66,6 +67,35 @@ def run_recipe(recipe: str, overrides: list[str], beam_args: list[str] | None = 
     output_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("output.dir="))
     with open(os.path.join(output_dir, "report.json"), encoding="utf-8") as f:
         return result, json.load(f)
+
+
+def summary(runs: list[Measurement]) -> dict:
+    """Medians and every value of wall time, peak memory (all processes) and launcher peak."""
+    walls = [round(r.wall_seconds, 2) for r in runs]
+    peaks = [round(r.peak_rss_mb) for r in runs]
+    launchers = [round(r.launcher_peak_rss_mb) for r in runs]
+    return {
+        "wall_seconds": statistics.median(walls),
+        "peak_rss_mb": statistics.median(peaks),
+        "launcher_peak_rss_mb": statistics.median(launchers),
+        "all_wall_seconds": walls,
+        "all_peak_rss_mb": peaks,
+        "all_launcher_peak_rss_mb": launchers,
+    }
+
+
+def ratios(label: str, measured: dict, reference: dict) -> dict:
+    """``measured / reference`` of two :func:`summary` results (wall, peak, launcher peak), printed on one line."""
+    result = {
+        key: round(measured[field] / reference[field], 3)
+        for key, field in (("wall", "wall_seconds"), ("peak_rss", "peak_rss_mb"), ("launcher_peak_rss", "launcher_peak_rss_mb"))
+    }
+    print(
+        f"{label} wall {result['wall']:.2f}x ({measured['wall_seconds']} s / {reference['wall_seconds']} s), "
+        f"peak memory {result['peak_rss']:.2f}x ({measured['peak_rss_mb']} MB / {reference['peak_rss_mb']} MB)",
+        flush=True,
+    )
+    return result
 
 
 def write_results(name: str, results: dict) -> str:
