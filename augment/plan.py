@@ -98,12 +98,24 @@ class PlanMasks:
         (the whole robot, whichever parts are kept, and the kept objects).
         """
         stop = min(stop, self.shape[0])
-        return self._masks(lambda labels: labels[start:stop], max(0, stop - start))
+        return self._masks(lambda labels: labels[start:stop])
 
     def at(self, indices) -> tuple[np.ndarray, np.ndarray]:
         """``(kept, foreground)`` of the frames at ``indices``."""
         indices = np.asarray(indices, dtype=int)
-        return self._masks(lambda labels: labels[indices], len(indices))
+        return self._masks(lambda labels: labels[indices])
+
+    def of_labels(self, count: int, robot: np.ndarray | None, objects: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(kept, foreground)`` of ``count`` frames whose label maps the caller has already
+        decoded (``(count, H, W)`` robot and object labels, ``None`` where there are none)."""
+        nothing = np.zeros((count, *self.shape[1:]), bool)
+        robot_targets, whole_robot, kept_objects = nothing, nothing, nothing
+        if robot is not None:
+            robot_targets = targets_mask(robot, self.targets)
+            whole_robot = robot >= BODY
+        if objects is not None and self.keep_objects:
+            kept_objects = objects > 0
+        return robot_targets | kept_objects, whole_robot | kept_objects
 
     @property
     def kept(self) -> MaskView:
@@ -113,16 +125,11 @@ class PlanMasks:
     def foreground(self) -> MaskView:
         return MaskView(self, 1)
 
-    def _masks(self, take, count: int) -> tuple[np.ndarray, np.ndarray]:
-        nothing = np.zeros((count, *self.shape[1:]), bool)
-        robot_targets, whole_robot, kept_objects = nothing, nothing, nothing
-        if self.robot is not None:
-            robot = np.asarray(take(self.robot))
-            robot_targets = targets_mask(robot, self.targets)
-            whole_robot = robot >= BODY
-        if self.objects is not None and self.keep_objects:
-            kept_objects = np.asarray(take(self.objects)) > 0
-        return robot_targets | kept_objects, whole_robot | kept_objects
+    def _masks(self, take) -> tuple[np.ndarray, np.ndarray]:
+        robot = None if self.robot is None else np.asarray(take(self.robot))
+        objects = None if self.objects is None or not self.keep_objects else np.asarray(take(self.objects))
+        count = len(take(np.arange(self.shape[0])))
+        return self.of_labels(count, robot, objects)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

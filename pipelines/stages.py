@@ -197,10 +197,7 @@ class ComposeVariants(beam.DoFn):
             stop = start + len(window)
             robot, objects = _label_windows(episode, camera, start, stop)
             coverage.add_window(camera, robot, objects)
-            # The plan's masks from the label maps just decoded (each is decoded once per window).
-            kept, _ = dataclasses.replace(masks, shape=(len(window), *masks.shape[1:]), robot=robot, objects=objects).window(
-                0, len(window)
-            )
+            kept, _ = masks.of_labels(len(window), robot, objects)  # from the label maps just decoded, once per window
             alpha = clip_alpha(kept, composite)  # the kept mask is the same for every variant
             for variant, background, harmonization in zip(variants, backgrounds, harmonizations):
                 static = getattr(background, "ndim", 3) == 3

@@ -79,3 +79,10 @@ def test_masks_of_the_wrong_shape_name_the_episode_and_camera():
     robot, objects = masks()
     with pytest.raises(ValueError, match="episode train/000001, camera image_0: object label maps"):
         plan_variants(settings(), "train/000001", "image_0", (T, H, W), robot, objects[:, :-1])
+
+
+def test_a_plan_without_masks_has_empty_masks_of_the_clips_length():
+    (plan,) = plan_variants(settings(variants=1), "e", "c", (T, H, W), None)
+    kept, foreground = plan.masks.window(1, 3)
+    assert kept.shape == foreground.shape == (2, H, W) and not kept.any() and not foreground.any()
+    assert plan.kept.shape == (T, H, W)
