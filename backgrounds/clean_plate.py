@@ -17,8 +17,9 @@ ghosts. With ``motion: auto`` the plate first lines every sampled frame up with 
 (``backgrounds.alignment``: a homography per frame, robot and objects masked out), takes the
 median in the middle frame's view (a canvas that grows to hold what the other frames see),
 inpaints what no frame shows, and warps that plate back into each frame: the background
-becomes per frame (:class:`MovingPlate`). When the sampled frames do not move (every
-homography within ``static_px`` of no motion) the plate is today's static one, exactly.
+becomes per frame (:class:`MovingPlate`). When the camera does not move (a few frames spread
+through the episode all align within ``static_px`` of no motion) the plate is the static one,
+exactly as without ``motion``.
 Frames that cannot be aligned are left out of the median and get the static plate; the
 source notes both for the run's report.
 """
@@ -31,7 +32,7 @@ import cv2
 import numpy as np
 
 from backgrounds.alignment import Alignment, AlignmentSettings, Reference, corner_shift
-from backgrounds.base import BackgroundConfigError, BackgroundRequest, BackgroundSource
+from backgrounds.base import BackgroundConfigError, BackgroundRequest, BackgroundSource, sample_indices
 
 #: Values per sorting block (uint16), so long episodes at high resolution stay within ~32 MB.
 _BLOCK_VALUES = 2**24
@@ -105,6 +106,10 @@ _CANVAS_MARGIN = 0.5
 #: Frames aligned (and per-frame plates warped) at a time when the background covers a whole episode.
 _WINDOW = 32
 
+#: Sampled frames, spread through the episode, aligned first to tell a static camera from a
+#: moving one: a static camera then costs this many alignments, not one per sampled frame.
+_STATIC_PROBES = 8
+
 
 @dataclasses.dataclass(frozen=True)
 class PlateResult:
@@ -163,7 +168,11 @@ class MovingPlate:
         if isinstance(key, (int, np.integer)):
             return self.frame(int(key))
         indices = np.arange(len(self))[key]
-        return np.stack([self.frame(int(i)) for i in np.atleast_1d(indices)]) if np.size(indices) else np.zeros((0, *self.shape[1:]), np.uint8)
+        return (
+            np.stack([self.frame(int(i)) for i in np.atleast_1d(indices)])
+            if np.size(indices)
+            else np.zeros((0, *self.shape[1:]), np.uint8)
+        )
 
     def __array__(self, dtype=None, copy=None):
         frames = self[:]
@@ -189,9 +198,15 @@ def moving_clean_plate(
     hidden = dilated_masks(foreground, dilate_px)
     middle = len(frames) // 2
     reference = Reference(frames[middle], hidden[middle], settings)
-    alignments = [
-        Alignment(np.eye(3), 0, 1.0) if i == middle else reference.align(frames[i], hidden[i]) for i in range(len(frames))
-    ]
+    # Outward from the middle, each frame starting from its neighbour's homography (motion is smooth).
+    alignments: list[Alignment | None] = [None] * len(frames)
+    alignments[middle] = Alignment(np.eye(3), 0, 1.0)
+    for order in (range(middle + 1, len(frames)), range(middle - 1, -1, -1)):
+        guess = np.eye(3)
+        for i in order:
+            alignments[i] = reference.align(frames[i], hidden[i], guess)
+            if alignments[i].ok:
+                guess = alignments[i].homography
     aligned = [i for i, a in enumerate(alignments) if a.ok]
     if 2 * len(aligned) < len(frames):
         return None, [None] * len(frames), reference, alignments
@@ -221,6 +236,21 @@ def moving_clean_plate(
     return canvas, to_canvas, reference, alignments
 
 
+def _looks_static(frames: np.ndarray, foreground: np.ndarray, options: CleanPlateOptions) -> bool:
+    """Whether up to ``_STATIC_PROBES`` frames spread through the sample all align with the middle
+    one within ``static_px`` (a static camera). A frame that does not align is no evidence of
+    stillness: the full alignment then runs, and reports it."""
+    middle = len(frames) // 2
+    probes = [int(i) for i in sample_indices(len(frames), _STATIC_PROBES) if i != middle]
+    hidden = dilated_masks(foreground[[middle, *probes]], options.dilate_px)
+    reference = Reference(frames[middle], hidden[0], options.alignment)
+    for i, mask in zip(probes, hidden[1:]):
+        alignment = reference.align(frames[i], mask)
+        if not alignment.ok or corner_shift(alignment.homography, frames.shape[1:3]) > options.static_px:
+            return False
+    return True
+
+
 def _canvas(size: tuple[int, int], homographies: list[np.ndarray]) -> tuple[np.ndarray, tuple[int, int]]:
     """The translation reference -> canvas and the canvas's (width, height): the bounding box of
     every frame's view in the reference, at most ``_CANVAS_MARGIN`` of the frame past each side."""
@@ -246,7 +276,7 @@ class CleanPlateOptions:
     # the plate's cost and memory then do not grow with the episode's length.
     sample_frames: int = 64
     # auto: line frames up when the camera moves (a per-frame plate), today's static plate when
-    # it does not; off: always the static plate (the per-pixel median).
+    # it does not; static: always the static plate (the per-pixel median), whatever the camera does.
     motion: str = "auto"
     # Feature matches (RANSAC inliers) needed before they are trusted to start the alignment.
     min_inliers: int = 12
@@ -262,22 +292,25 @@ class CleanPlateOptions:
         return AlignmentSettings(min_inliers=self.min_inliers, min_correlation=self.min_correlation, static_px=self.static_px)
 
 
-MOTION_MODES = ("auto", "off")
+MOTION_MODES = ("auto", "static")
 
 
 def episode_clean_plate(request: BackgroundRequest, options: CleanPlateOptions) -> PlateResult:
     """The clean plate of one request's episode: static, or per frame when the camera moves.
 
-    The median is taken over ``options.sample_frames`` frames. With ``motion: auto`` they are
-    aligned first; if none of them moves, the result is :func:`clean_plate`'s exactly. A moving
+    The median is taken over ``options.sample_frames`` frames. With ``motion: auto`` up to
+    ``_STATIC_PROBES`` of them, spread through the episode, are aligned first; if none of them
+    moves, the result is :func:`clean_plate`'s exactly. Otherwise all are aligned. A moving
     camera gets a :class:`MovingPlate` whose every frame (sampled or not) is aligned here, a
     window at a time; frames that cannot be aligned fall back to the static plate, and say so.
     """
     frames, foreground = request.sample(options.sample_frames)
     static = clean_plate(frames, foreground, options.dilate_px, options.inpaint_radius)
-    if options.motion == "off" or len(frames) < 2:
+    if options.motion == "static" or len(frames) < 2:
         return PlateResult(static, moving=False)
     settings = options.alignment
+    if _looks_static(frames, foreground, options):
+        return PlateResult(static, moving=False)
     canvas, to_canvas, reference, alignments = moving_clean_plate(
         frames, foreground, options.dilate_px, options.inpaint_radius, settings
     )
@@ -299,14 +332,17 @@ def episode_clean_plate(request: BackgroundRequest, options: CleanPlateOptions) 
     # A moving camera: every frame of the episode needs its own homography.
     offset = to_canvas[len(frames) // 2]  # the reference's: frame -> canvas is offset @ (frame -> reference)
     every: list[np.ndarray | None] = []
+    guess = np.eye(3)  # the previous frame's homography: where to start the next
     unaligned: list[tuple[int, str]] = []
     hidden_all = request.foreground
     for start in range(0, request.steps, _WINDOW):
         window = np.asarray(request.frames[start : start + _WINDOW])
         hidden = dilated_masks(np.asarray(hidden_all[start : start + _WINDOW], bool), options.dilate_px)
         for offset_in_window, (frame, mask) in enumerate(zip(window, hidden)):
-            alignment = reference.align(frame, mask)
+            alignment = reference.align(frame, mask, guess)
             every.append(offset @ alignment.homography if alignment.ok else None)
+            if alignment.ok:
+                guess = alignment.homography
             if not alignment.ok:
                 unaligned.append((start + offset_in_window, alignment.reason))
     notes = ()
@@ -335,9 +371,13 @@ class CleanPlateBackground(BackgroundSource):
         if options.sample_frames < 1:
             raise BackgroundConfigError(f"{self.key_path}.sample_frames must be >= 1, got {options.sample_frames}")
         if options.motion not in MOTION_MODES:
-            raise BackgroundConfigError(f"{self.key_path}.motion must be one of {', '.join(MOTION_MODES)}, got {options.motion!r}")
+            raise BackgroundConfigError(
+                f"{self.key_path}.motion must be one of {', '.join(MOTION_MODES)}, got {options.motion!r}"
+            )
         if options.min_inliers < 4:
-            raise BackgroundConfigError(f"{self.key_path}.min_inliers must be >= 4 (a homography needs 4 points), got {options.min_inliers}")
+            raise BackgroundConfigError(
+                f"{self.key_path}.min_inliers must be >= 4 (a homography needs 4 points), got {options.min_inliers}"
+            )
         if not -1.0 <= options.min_correlation <= 1.0:
             raise BackgroundConfigError(f"{self.key_path}.min_correlation must be in [-1, 1], got {options.min_correlation}")
         if not options.static_px >= 0:

@@ -4,7 +4,7 @@ Renders episodes with ``segmentation.synthetic.render`` (the same renderer as ``
 together with their true plates (every frame again with the robot hidden), then builds the
 clean plate of each (episode, camera) two ways, from the same frames and robot masks:
 
-- ``static``: today's plate, the per-pixel median (``clean_plate``, ``motion: off``), one image
+- ``static``: today's plate, the per-pixel median (``clean_plate``, ``motion: static``), one image
   for every frame;
 - ``motion``: ``motion: auto``, frames aligned to the middle one before the median and the
   plate warped back into each frame (identical to ``static`` when the camera does not move).
@@ -79,7 +79,7 @@ def evaluate_clip(frames: np.ndarray, robot: np.ndarray, truth: np.ndarray, key:
     """Both plates of one camera clip, scored; with the motion plate's notes and time."""
     request = BackgroundRequest(key, camera, 0, 0, frames, robot, np.ones(frames.shape[1:3], bool))
     result = {}
-    for name, motion in (("static", "off"), ("motion", "auto")):
+    for name, motion in (("static", "static"), ("motion", "auto")):
         start = time.perf_counter()
         plate = episode_clean_plate(request, CleanPlateOptions(motion=motion))
         seconds = time.perf_counter() - start
@@ -113,7 +113,7 @@ def main() -> int:
             "steps": args.steps,
             "size": args.size,
             "cameras": 2,
-            "plate_options": "CleanPlateOptions() defaults; static = motion: off, motion = motion: auto",
+            "plate_options": "CleanPlateOptions() defaults; static = motion: static, motion = motion: auto",
             "frames": "raw renders (no JPEG), robot mask = exact label map > 0; task objects are part of the scene",
         },
         "motions": {},
@@ -152,7 +152,7 @@ def main() -> int:
         "",
         f"{args.episodes} episodes x 2 cameras per camera motion, {args.steps} steps, {args.size} px; "
         "means over clips of PSNR (dB) and SSIM per region. `static` = today's per-pixel median "
-        "(`motion: off`), `motion` = `motion: auto`. Written by `benchmarks/clean_plate_quality.py`.",
+        "(`motion: static`), `motion` = `motion: auto`. Written by `benchmarks/clean_plate_quality.py`.",
         "",
         "| camera | plate | PSNR inside robot | PSNR outside | SSIM inside | SSIM outside | s per clip |",
         "|---|---|---|---|---|---|---|",

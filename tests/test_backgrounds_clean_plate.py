@@ -6,7 +6,13 @@ import pytest
 from scipy import ndimage
 
 from backgrounds.alignment import Reference, corner_shift
-from backgrounds.base import BackgroundConfigError, BackgroundRequest, BackgroundSpec, background_source_class, build_background_source
+from backgrounds.base import (
+    BackgroundConfigError,
+    BackgroundRequest,
+    BackgroundSpec,
+    background_source_class,
+    build_background_source,
+)
 from backgrounds.clean_plate import CleanPlateBackground, CleanPlateOptions, MovingPlate, clean_plate, visible_median
 from backgrounds.mix import MixOptions
 
@@ -112,7 +118,7 @@ def test_source_returns_the_plate_for_every_seed():
     [
         (CleanPlateOptions(dilate_px=-1), "background.dilate_px"),
         (CleanPlateOptions(inpaint_radius=0), "background.inpaint_radius"),
-        (CleanPlateOptions(motion="sometimes"), "background.motion must be one of auto, off"),
+        (CleanPlateOptions(motion="sometimes"), "background.motion must be one of auto, static"),
         (CleanPlateOptions(min_inliers=3), "background.min_inliers"),
         (CleanPlateOptions(min_correlation=1.5), "background.min_correlation"),
         (CleanPlateOptions(static_px=-1), "background.static_px"),
@@ -265,9 +271,9 @@ def test_an_episode_that_cannot_be_aligned_falls_back_to_the_static_plate_and_sa
     assert "only 1 of 8 sampled frames could be aligned" in note.text and "static plate" in note.text
 
 
-def test_motion_off_is_the_static_plate_even_for_a_moving_camera():
+def test_motion_static_is_the_static_plate_even_for_a_moving_camera():
     truth, frames, robot = panning_episode()
-    source = CleanPlateBackground(CleanPlateOptions(motion="off"))
+    source = CleanPlateBackground(CleanPlateOptions(motion="static"))
     plate = source.generate(source.load_model(), request_of(frames, robot))
     np.testing.assert_array_equal(plate, clean_plate(frames, robot))
 

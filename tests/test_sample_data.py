@@ -226,6 +226,26 @@ def test_true_plate_round_trips_through_sample_data(pan_dir):
     assert (~differs[far]).mean() > 0.8
 
 
+def test_a_clean_plate_fallback_reaches_report_json(pan_dir, tmp_path):
+    """The pipeline on the panning sample, with a correlation no aligned frame can reach: no
+    frame but the reference aligns, so each camera falls back to the static plate, and the
+    run's report says so for the episode (the episode itself is written)."""
+    recipe = tmp_path / "plate.yaml"
+    recipe.write_text(
+        f"input: {{dir: {pan_dir}}}\n"
+        f"output: {{dir: {tmp_path / 'out'}, variants_per_episode: 1, previews: 0}}\n"
+        "segmentation: {source: dataset}\n"
+        "background: {source: clean_plate, min_correlation: 1.0}\n"
+    )
+    assert run_cli("run", str(recipe)) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["episodes_written"] == 1 and report["failures"] == []
+    (note,) = report["notes"]
+    assert note["key"] == "train/000000"
+    assert note["note"].startswith("clean_plate camera image_0: only 1 of 3 sampled frames could be aligned")
+    assert "static plate" in note["note"]
+
+
 def test_camera_motion_moves_the_view_not_the_scene():
     config = {motion: render.RenderConfig(size=48, cameras=1, camera_motion=motion) for motion in ("none", "pan", "shake")}
     episodes = {m: render.render_episode("xarm", 4, c, np.random.default_rng([3, 1])) for m, c in config.items()}

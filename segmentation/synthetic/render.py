@@ -255,7 +255,9 @@ def _simulate(client: int, model: RobotModel, steps: int, config: RenderConfig, 
     frames = {name: np.empty((steps, config.size, config.size, 3), np.uint8) for name in names}
     label_maps = {name: np.empty((steps, config.size, config.size), np.uint8) for name in names}
     object_maps = {name: np.empty((steps, config.size, config.size), np.uint8) for name in names}
-    true_plates = {name: np.empty((steps, config.size, config.size, 3), np.uint8) for name in names} if config.true_plate else None
+    true_plates = (
+        {name: np.empty((steps, config.size, config.size, 3), np.uint8) for name in names} if config.true_plate else None
+    )
     ee_poses = np.empty((steps, 6), np.float64)
     for t in range(steps):
         _set_pose(client, robot_id, model, arm_path[t], gripper_path[t])
