@@ -13,7 +13,11 @@ Each plate is scored against each frame's true plate, over all frames, with PSNR
 (Wang et al. 2004: Gaussian window 11x11, sigma 1.5, K1 0.01, K2 0.03, per RGB channel,
 averaged), in two regions per frame: ``outside`` (pixels the robot does not cover in that
 frame) and ``inside`` (pixels it covers: the scene there must come from other frames, the
-hard part). The robot's shadow is in neither mask, so it counts against a plate in ``outside``
+hard part). ``inside`` mixes two kinds of pixel: those some other frame shows (where lining
+frames up matters) and those no frame shows (the robot's base: both plates inpaint them the same
+way). ``inside_uncovered`` is the first kind alone: inside pixels that some frame shows once the
+frames are lined up (the alignment of ``motion: auto``, used to pick the same pixels for both
+plates; for a static camera, the pixels the robot leaves at some step). The robot's shadow is in neither mask, so it counts against a plate in ``outside``
 (the true plate has no shadow; neither plate can know).
 
 Usage: ``python benchmarks/clean_plate_quality.py [--episodes 3] [--steps 24] [--size 128]``;
@@ -35,7 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from backgrounds.base import BackgroundRequest  # noqa: E402
-from backgrounds.clean_plate import CleanPlateOptions, episode_clean_plate  # noqa: E402
+from backgrounds.clean_plate import CleanPlateOptions, dilated_masks, episode_clean_plate, moving_clean_plate  # noqa: E402
 
 MOTIONS = ("none", "pan", "shake")
 ROBOTS = ("panda", "kuka", "xarm")
@@ -64,21 +68,43 @@ def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ssim.mean(axis=-1)
 
 
-def scores(plates: np.ndarray, truth: np.ndarray, robot: np.ndarray) -> dict[str, float]:
-    """PSNR and SSIM of per-frame ``plates`` against ``truth`` (both ``(T, H, W, 3)``) outside and inside ``robot``."""
+def scores(plates: np.ndarray, truth: np.ndarray, robot: np.ndarray, uncovered: np.ndarray) -> dict[str, float]:
+    """PSNR and SSIM of per-frame ``plates`` against ``truth`` (both ``(T, H, W, 3)``) outside and
+    inside ``robot``, and on the ``uncovered`` part of inside."""
     ssim = np.stack([ssim_map(p, t) for p, t in zip(plates, truth)])
     return {
         "psnr_outside": psnr(plates, truth, ~robot),
         "psnr_inside": psnr(plates, truth, robot),
+        "psnr_inside_uncovered": psnr(plates, truth, uncovered),
         "ssim_outside": float(ssim[~robot].mean()),
         "ssim_inside": float(ssim[robot].mean()),
+        "ssim_inside_uncovered": float(ssim[uncovered].mean()),
     }
+
+
+def uncovered_region(frames: np.ndarray, robot: np.ndarray) -> np.ndarray:
+    """``(T, H, W)``: robot pixels of each frame that some frame shows, once frames are lined up."""
+    options = CleanPlateOptions()
+    canvas, to_canvas, _, _ = moving_clean_plate(frames, robot, options.dilate_px, options.inpaint_radius, options.alignment)
+    hidden = dilated_masks(robot, options.dilate_px)
+    size = (canvas.shape[1], canvas.shape[0])
+    seen = np.zeros(canvas.shape[:2], bool)
+    for i, to in enumerate(to_canvas):
+        if to is not None:
+            seen |= cv2.warpPerspective((~hidden[i]).astype(np.uint8), to, size, flags=cv2.INTER_NEAREST) > 0
+    height, width = frames.shape[1:3]
+    back = [
+        cv2.warpPerspective(seen.astype(np.uint8), to, (width, height), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
+        for to in to_canvas
+    ]
+    return robot & np.stack(back)
 
 
 def evaluate_clip(frames: np.ndarray, robot: np.ndarray, truth: np.ndarray, key: str, camera: str) -> dict:
     """Both plates of one camera clip, scored; with the motion plate's notes and time."""
     request = BackgroundRequest(key, camera, 0, 0, frames, robot, np.ones(frames.shape[1:3], bool))
-    result = {}
+    uncovered = uncovered_region(frames, robot)
+    result = {"inside_pixels": int(robot.sum()), "inside_uncovered_pixels": int(uncovered.sum())}
     for name, motion in (("static", "static"), ("motion", "auto")):
         start = time.perf_counter()
         plate = episode_clean_plate(request, CleanPlateOptions(motion=motion))
@@ -86,14 +112,22 @@ def evaluate_clip(frames: np.ndarray, robot: np.ndarray, truth: np.ndarray, key:
         per_frame = np.asarray(plate.plate)
         if per_frame.ndim == 3:
             per_frame = np.repeat(per_frame[None], len(frames), axis=0)
-        result[name] = {**scores(per_frame, truth, robot), "seconds": round(seconds, 3), "moving": plate.moving}
+        result[name] = {**scores(per_frame, truth, robot, uncovered), "seconds": round(seconds, 3), "moving": plate.moving}
         if plate.notes:
             result[name]["notes"] = list(plate.notes)
     return result
 
 
 def mean_scores(clips: list[dict], method: str) -> dict[str, float]:
-    keys = ("psnr_outside", "psnr_inside", "ssim_outside", "ssim_inside", "seconds")
+    keys = (
+        "psnr_outside",
+        "psnr_inside",
+        "psnr_inside_uncovered",
+        "ssim_outside",
+        "ssim_inside",
+        "ssim_inside_uncovered",
+        "seconds",
+    )
     return {k: round(float(np.mean([c[method][k] for c in clips])), 4 if k.startswith("ssim") else 2) for k in keys}
 
 
@@ -142,6 +176,10 @@ def main() -> int:
             "motion": moving,
             "gain_psnr_inside_db": round(moving["psnr_inside"] - static["psnr_inside"], 2),
             "gain_psnr_outside_db": round(moving["psnr_outside"] - static["psnr_outside"], 2),
+            "gain_psnr_inside_uncovered_db": round(moving["psnr_inside_uncovered"] - static["psnr_inside_uncovered"], 2),
+            "inside_uncovered_fraction": round(
+                sum(c["inside_uncovered_pixels"] for c in clips) / sum(c["inside_pixels"] for c in clips), 3
+            ),
             "clips": clips,
         }
 
@@ -154,19 +192,27 @@ def main() -> int:
         "means over clips of PSNR (dB) and SSIM per region. `static` = today's per-pixel median "
         "(`motion: static`), `motion` = `motion: auto`. Written by `benchmarks/clean_plate_quality.py`.",
         "",
-        "| camera | plate | PSNR inside robot | PSNR outside | SSIM inside | SSIM outside | s per clip |",
-        "|---|---|---|---|---|---|---|",
+        "| camera | plate | PSNR inside robot | PSNR inside, uncovered part | PSNR outside | SSIM inside | "
+        "SSIM inside, uncovered | SSIM outside | s per clip |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for motion, entry in results["motions"].items():
         for method in ("static", "motion"):
             s = entry[method]
             lines.append(
-                f"| {motion} | {method} | {s['psnr_inside']:.2f} | {s['psnr_outside']:.2f} | "
-                f"{s['ssim_inside']:.4f} | {s['ssim_outside']:.4f} | {s['seconds']:.2f} |"
+                f"| {motion} | {method} | {s['psnr_inside']:.2f} | {s['psnr_inside_uncovered']:.2f} | {s['psnr_outside']:.2f} | "
+                f"{s['ssim_inside']:.4f} | {s['ssim_inside_uncovered']:.4f} | {s['ssim_outside']:.4f} | {s['seconds']:.2f} |"
             )
-    lines += ["", "| camera | PSNR gain inside (dB) | PSNR gain outside (dB) |", "|---|---|---|"]
+    lines += [
+        "",
+        "| camera | PSNR gain inside (dB) | PSNR gain inside, uncovered part (dB) | PSNR gain outside (dB) | uncovered share of inside |",
+        "|---|---|---|---|---|",
+    ]
     for motion, entry in results["motions"].items():
-        lines.append(f"| {motion} | {entry['gain_psnr_inside_db']:+.2f} | {entry['gain_psnr_outside_db']:+.2f} |")
+        lines.append(
+            f"| {motion} | {entry['gain_psnr_inside_db']:+.2f} | {entry['gain_psnr_inside_uncovered_db']:+.2f} | "
+            f"{entry['gain_psnr_outside_db']:+.2f} | {entry['inside_uncovered_fraction']:.2f} |"
+        )
     with open(args.out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
