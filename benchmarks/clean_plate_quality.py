@@ -45,11 +45,19 @@ MOTIONS = ("none", "pan", "shake")
 ROBOTS = ("panda", "kuka", "xarm")
 
 
-def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
-    """PSNR in dB of two ``(..., H, W, 3)`` uint8 images over the pixels in ``region`` (``(..., H, W)`` bool)."""
+def squared_error(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> tuple[float, int]:
+    """Sum of squared differences of two ``(..., H, W, 3)`` uint8 images over ``region`` (``(..., H, W)``
+    bool), and the number of values summed."""
     error = (a.astype(np.float64) - b.astype(np.float64))[region]
-    mse = float((error**2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    return float((error**2).sum()), int(error.size)
+
+
+def psnr_of(total: float, count: int) -> float:
+    """PSNR in dB from a sum of squared errors over ``count`` values (inf when they are all exact)."""
+    if count == 0:
+        return float("nan")
+    mse = total / count
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -72,10 +80,13 @@ def scores(plates: np.ndarray, truth: np.ndarray, robot: np.ndarray, uncovered: 
     """PSNR and SSIM of per-frame ``plates`` against ``truth`` (both ``(T, H, W, 3)``) outside and
     inside ``robot``, and on the ``uncovered`` part of inside."""
     ssim = np.stack([ssim_map(p, t) for p, t in zip(plates, truth)])
+    result = {}
+    for region, mask in (("outside", ~robot), ("inside", robot), ("inside_uncovered", uncovered)):
+        total, count = squared_error(plates, truth, mask)
+        result[f"psnr_{region}"] = psnr_of(total, count)
+        result[f"sse_{region}"], result[f"values_{region}"] = total, count
     return {
-        "psnr_outside": psnr(plates, truth, ~robot),
-        "psnr_inside": psnr(plates, truth, robot),
-        "psnr_inside_uncovered": psnr(plates, truth, uncovered),
+        **result,
         "ssim_outside": float(ssim[~robot].mean()),
         "ssim_inside": float(ssim[robot].mean()),
         "ssim_inside_uncovered": float(ssim[uncovered].mean()),
@@ -119,16 +130,16 @@ def evaluate_clip(frames: np.ndarray, robot: np.ndarray, truth: np.ndarray, key:
 
 
 def mean_scores(clips: list[dict], method: str) -> dict[str, float]:
-    keys = (
-        "psnr_outside",
-        "psnr_inside",
-        "psnr_inside_uncovered",
-        "ssim_outside",
-        "ssim_inside",
-        "ssim_inside_uncovered",
-        "seconds",
-    )
-    return {k: round(float(np.mean([c[method][k] for c in clips])), 4 if k.startswith("ssim") else 2) for k in keys}
+    """PSNR pooled over the clips (their squared errors summed: one exact clip does not make it
+    infinite), SSIM and seconds averaged over the clips."""
+    summary = {}
+    for region in ("outside", "inside", "inside_uncovered"):
+        total = sum(c[method][f"sse_{region}"] for c in clips)
+        count = sum(c[method][f"values_{region}"] for c in clips)
+        summary[f"psnr_{region}"] = round(psnr_of(total, count), 2)
+    for key in ("ssim_outside", "ssim_inside", "ssim_inside_uncovered", "seconds"):
+        summary[key] = round(float(np.mean([c[method][key] for c in clips])), 4 if key.startswith("ssim") else 2)
+    return summary
 
 
 def main() -> int:
@@ -189,7 +200,7 @@ def main() -> int:
         "# Clean plate quality against the true plate",
         "",
         f"{args.episodes} episodes x 2 cameras per camera motion, {args.steps} steps, {args.size} px; "
-        "means over clips of PSNR (dB) and SSIM per region. `static` = today's per-pixel median "
+        "PSNR (dB) pooled over the clips' pixels, SSIM averaged over the clips, per region. `static` = today's per-pixel median "
         "(`motion: static`), `motion` = `motion: auto`. Written by `benchmarks/clean_plate_quality.py`.",
         "",
         "| camera | plate | PSNR inside robot | PSNR inside, uncovered part | PSNR outside | SSIM inside | "
