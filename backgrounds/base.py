@@ -80,6 +80,16 @@ def sample_indices(length: int, count: int) -> np.ndarray:
     return np.unique(np.linspace(0, length - 1, num=count).round().astype(int))
 
 
+@dataclasses.dataclass(frozen=True)
+class BackgroundNote:
+    """Something a source did for one request that the run's report must show: a fallback, a
+    frame it could not use. The episode is still written; the note says how."""
+
+    episode_key: str
+    camera: str
+    text: str
+
+
 @dataclasses.dataclass
 class NoOptions:
     """Options of a source that takes none."""
@@ -100,6 +110,16 @@ class BackgroundSource(abc.ABC):
 
     def __init__(self, options: Any | None = None):
         self.options = options if options is not None else self.Options()
+
+    def note(self, request: BackgroundRequest, text: str) -> None:
+        """Record ``text`` about ``request`` for the run's report (see :meth:`take_notes`)."""
+        # Kept in the instance's dict, so a subclass that does not call __init__ still has notes.
+        self.__dict__.setdefault("_notes", []).append(BackgroundNote(request.episode_key, request.camera, text))
+
+    def take_notes(self) -> list[BackgroundNote]:
+        """The notes recorded since the last call, oldest first; the pipeline takes them after
+        each ``generate_batch`` and files them with their episodes."""
+        return self.__dict__.pop("_notes", [])
 
     def check(self) -> None:
         """Raise :class:`BackgroundConfigError` naming the key or path if the source cannot run."""

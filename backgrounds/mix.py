@@ -22,6 +22,7 @@ import numpy as np
 
 from backgrounds.base import (
     BackgroundConfigError,
+    BackgroundNote,
     BackgroundRequest,
     BackgroundSource,
     BackgroundSpec,
@@ -102,6 +103,13 @@ class MixBackground(BackgroundSource):
                     raise
                 # A source that does not know its key path: say which child failed.
                 raise BackgroundConfigError(f"{child.key_path} ({child.name}): {error}") from error
+
+    def take_notes(self) -> list[BackgroundNote]:
+        """The mix's own notes and its children's."""
+        notes = super().take_notes()
+        for child in self.children:
+            notes += child.take_notes()
+        return notes
 
     def load_model(self) -> MixModels:
         return MixModels([child.load_model() for child in self.children])

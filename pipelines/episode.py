@@ -40,6 +40,9 @@ class Episode:
     # (camera, variant) -> (H, W, 3) uint8, or a (T, H, W, 3) clip (``original``) that may be a Frames.
     backgrounds: dict[tuple[str, int], Any] = dataclasses.field(default_factory=dict)
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # time per stage
+    # What a stage did differently for this episode without failing it (a background
+    # source's fallback), for report.json.
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def steps(self) -> list[dict[str, Any]]:
@@ -85,8 +88,15 @@ class Episode:
         """A copy with the robot label maps and the task-object label maps of each camera."""
         return dataclasses.replace(self, masks=dict(masks), objects=dict(objects), seconds={**self.seconds, "segment": seconds})
 
-    def with_backgrounds(self, backgrounds: dict[tuple[str, int], np.ndarray], seconds: float) -> "Episode":
-        return dataclasses.replace(self, backgrounds=dict(backgrounds), seconds={**self.seconds, "background": seconds})
+    def with_backgrounds(
+        self, backgrounds: dict[tuple[str, int], np.ndarray], seconds: float, notes: list[str] = ()
+    ) -> "Episode":
+        return dataclasses.replace(
+            self,
+            backgrounds=dict(backgrounds),
+            seconds={**self.seconds, "background": seconds},
+            notes=[*self.notes, *notes],
+        )
 
     def output_example(
         self,

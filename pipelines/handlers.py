@@ -21,7 +21,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from augment.plan import PlanSettings, VariantPlan, plan_variants
-from backgrounds.base import BackgroundRequest, BackgroundSource
+from backgrounds.base import BackgroundNote, BackgroundRequest, BackgroundSource
 from pipelines.episode import Episode
 from segmentation.frames import Frames
 from segmentation.sources import CameraClip, ClipMasks, MaskSource
@@ -79,8 +79,11 @@ class LoadedBackgroundSource:
         self.source = source
         self.model = source.load_model()
 
-    def generate_batch(self, requests: list[BackgroundRequest]) -> list[np.ndarray]:
-        return self.source.generate_batch(self.model, requests)
+    def generate_batch(self, requests: list[BackgroundRequest]) -> tuple[list[np.ndarray], list[BackgroundNote]]:
+        """The backgrounds, and the notes the source made on the way (one call, so it also works
+        through Beam's proxy of a shared model)."""
+        backgrounds = self.source.generate_batch(self.model, requests)
+        return backgrounds, self.source.take_notes()
 
 
 class _SourceHandler(ModelHandler):
@@ -214,7 +217,8 @@ class BackgroundSourceHandler(_SourceHandler):
                 prepared.append((episode, self._failure(e)))
         requests = [r for _, rs in prepared if isinstance(rs, list) for r in rs]
         try:
-            backgrounds = iter(model.generate_batch(requests))
+            backgrounds, notes = model.generate_batch(requests)
+            backgrounds = iter(backgrounds)
         except Exception as e:  # noqa: BLE001 - the whole batch failed: report each episode
             failure = self._failure(e)
             return [PredictionResult(ep, failure) for ep, _ in prepared]
@@ -225,7 +229,9 @@ class BackgroundSourceHandler(_SourceHandler):
                 results.append(PredictionResult(episode, episode_requests))
                 continue
             drawn = {(r.camera, r.variant): next(backgrounds) for r in episode_requests}
-            results.append(PredictionResult(episode, episode.with_backgrounds(drawn, seconds)))
+            # A note per (camera, text): the variants of one camera share a plate and its note.
+            episode_notes = list(dict.fromkeys(n.text for n in notes if n.episode_key == episode.key))
+            results.append(PredictionResult(episode, episode.with_backgrounds(drawn, seconds, episode_notes)))
         return results
 
     def _requests(self, episode: Episode) -> list[BackgroundRequest]:

@@ -231,6 +231,7 @@ def combine_reports(reports: list[dict[str, Any]], labels: list[str], *, output_
     combined["failures"] = sorted(
         (f for r in reports for f in r.get("failures", [])), key=lambda f: (f.get("split", ""), f.get("key", ""))
     )
+    combined["notes"] = sorted((n for r in reports for n in r.get("notes", [])), key=lambda n: n.get("key", ""))
     combined["output_dataset"] = output_dataset
     combined["parts"] = [
         {"part": label, **{key: r.get(key, 0) for key in _COUNTS}, "wall_seconds": r.get("wall_seconds", 0.0)}

@@ -39,6 +39,7 @@ class EpisodeRecord:
     written: int = 0  # output episodes written from this one
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     coverage: dict[str, float] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)  # written, but not quite as planned (Episode.notes)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -36,6 +36,9 @@ class RunReport:
     seconds_per_stage: dict[str, float]
     mask_coverage: dict[str, float]
     failures: list[dict[str, Any]]
+    # Episodes written with a stage's fallback, {"key", "note"} each (e.g. a clean plate that
+    # could not align some frames of a moving camera).
+    notes: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -57,6 +60,8 @@ class RunReport:
                 f"split {split}: nothing written, all {counts['episodes_in']} episodes failed; "
                 f"first {first['key']}: {first['reason']}"
             )
+        if self.notes:
+            lines.append(f"notes: {len(self.notes)} (see report.json); first: {self.notes[0]['key']}: {self.notes[0]['note']}")
         if self.failures:
             lines.append(
                 f"failures: {len(self.failures)} (see failures.jsonl); first: {self.failures[0]['key']}: {self.failures[0]['reason']}"
@@ -110,6 +115,7 @@ def build_report(
         seconds_per_stage={s: round(sum(r.seconds.get(s, 0.0) for r in written), 3) for s in stages},
         mask_coverage={k: round(float(np.mean([r.coverage[k] for r in written if k in r.coverage])), 5) for k in coverage_keys},
         failures=[{"key": r.key, "split": r.split, "stage": r.stage, "reason": r.reason, "source": r.source} for r in failures],
+        notes=[{"key": r.key, "note": note} for r in sorted(written, key=lambda r: r.key) for note in r.notes],
     )
     assert report.episodes_in == report.episodes_written + report.episodes_failed
     return report

@@ -284,7 +284,8 @@ def _first_record(path: str) -> bytes | None:
 
 
 # Names that mark a 3-channel uint8 image as something other than a camera view.
-_NOT_CAMERA_WORDS = {"depth", "seg", "segmentation", "mask", "flow", "normal", "normals", "label", "labels"}
+# "plate": sample-data's <camera>_true_plate, the ground-truth scene without the robot.
+_NOT_CAMERA_WORDS = {"depth", "seg", "segmentation", "mask", "flow", "normal", "normals", "label", "labels", "plate"}
 
 
 def describe_observation(features) -> list[ObservationFeature]:

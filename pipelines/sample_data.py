@@ -3,7 +3,10 @@
 Episodes come from ``segmentation.synthetic.render`` (pybullet, CPU); this module writes
 them in the Open X-Embodiment layout with TFDS, adding the ground-truth label maps as
 ``steps/observation/<camera>_robot_mask`` and the task objects' as
-``steps/observation/<camera>_object_mask`` (0 none, k = object k) features. The result is a TFDS version folder
+``steps/observation/<camera>_object_mask`` (0 none, k = object k) features. On request the
+cameras move (``--camera-motion pan|shake``) and each frame is stored beside the same view
+with the robot hidden, ``steps/observation/<camera>_true_plate`` (``--true-plate``): the
+ground truth a clean plate is measured against. The result is a TFDS version folder
 (``dataset_info.json``, ``features.json``, tfrecord shards) that
 ``tfds.builder_from_directory`` reads. The same arguments and seed give byte-identical
 files, so the dataset can serve as a fixture for tests and demos.
@@ -34,8 +37,12 @@ if typing.TYPE_CHECKING:
     from segmentation.synthetic import render
 
 # pybullet prints a banner when imported, so ``render`` is imported only when rendering,
-# not whenever the command line is built. These are its robots' names.
+# not whenever the command line is built. These are its robots' names and camera motions.
 ROBOT_NAMES = ("panda", "kuka", "xarm")
+CAMERA_MOTIONS = ("none", "pan", "shake")
+
+#: ``steps/observation/<camera><TRUE_PLATE_SUFFIX>``: the frame with the robot hidden.
+TRUE_PLATE_SUFFIX = "_true_plate"
 
 DATASET_NAME = "oxe_augment_sample"
 DATASET_VERSION = "1.0.0"
@@ -53,6 +60,8 @@ class SampleSpec:
     cameras: int = 2
     wrist: bool = False
     seed: int = 0
+    camera_motion: str = "none"  # one of CAMERA_MOTIONS
+    true_plate: bool = False  # store <camera>_true_plate, the frame with the robot hidden
 
     def __post_init__(self):
         unknown = [r for r in self.robots if r not in ROBOT_NAMES]
@@ -62,12 +71,16 @@ class SampleSpec:
             raise ValueError(f"cameras must be 1 or 2, got {self.cameras}")
         if self.episodes < 1 or self.steps < 1 or self.size < 16:
             raise ValueError(f"need episodes >= 1, steps >= 1 and size >= 16; got {self}")
+        if self.camera_motion not in CAMERA_MOTIONS:
+            raise ValueError(f"camera motion must be one of {', '.join(CAMERA_MOTIONS)}, got {self.camera_motion!r}")
 
     @property
     def render_config(self) -> render.RenderConfig:
         from segmentation.synthetic import render
 
-        return render.RenderConfig(size=self.size, cameras=self.cameras, wrist=self.wrist)
+        return render.RenderConfig(
+            size=self.size, cameras=self.cameras, wrist=self.wrist, camera_motion=self.camera_motion, true_plate=self.true_plate
+        )
 
     def robot_of_episode(self, index: int) -> str:
         """Episodes cycle through the robots in the order given."""
@@ -96,6 +109,14 @@ def features_of(spec: SampleSpec) -> tfds.features.FeaturesDict:
             encoding_format="png",
             doc=f"{camera} task-object label map: 0 none, k = the k-th object placed on the table.",
         )
+        if spec.true_plate:
+            # PNG: ground truth, so no JPEG loss of its own.
+            observation[true_plate_feature_name(camera)] = tfds.features.Image(
+                shape=(size, size, 3),
+                dtype=np.uint8,
+                encoding_format="png",
+                doc=f"{camera} with the robot hidden (the true clean plate), same camera pose and light.",
+            )
     observation["state"] = tfds.features.Tensor(
         shape=(render.STATE_SIZE,),
         dtype=np.float32,
@@ -128,6 +149,11 @@ def features_of(spec: SampleSpec) -> tfds.features.FeaturesDict:
     )
 
 
+def true_plate_feature_name(camera: str) -> str:
+    """``<camera>_true_plate``: the feature holding ``camera``'s frames with the robot hidden."""
+    return f"{camera}{TRUE_PLATE_SUFFIX}"
+
+
 def episode_example(index: int, episode: render.RenderedEpisode) -> dict:
     """One rendered episode as a TFDS example (numpy values, encoded by the features)."""
     steps = []
@@ -138,6 +164,8 @@ def episode_example(index: int, episode: render.RenderedEpisode) -> dict:
             observation[camera] = frames[t]
             observation[mask_feature_name(camera)] = episode.label_maps[camera][t][..., None]
             observation[object_mask_feature_name(camera)] = episode.object_maps[camera][t][..., None]
+            if episode.true_plates is not None:
+                observation[true_plate_feature_name(camera)] = episode.true_plates[camera][t]
         last = t == num_steps - 1
         steps.append(
             {
@@ -165,6 +193,16 @@ def render_sample_episode(spec: SampleSpec, index: int) -> render.RenderedEpisod
     return render.render_episode(spec.robot_of_episode(index), spec.steps, spec.render_config, rng)
 
 
+def _motion_description(spec: SampleSpec) -> str:
+    """The description's words on camera motion and true plates; empty for the default (static, none)."""
+    text = ""
+    if spec.camera_motion != "none":
+        text += f" Third-person cameras move: {spec.camera_motion}."
+    if spec.true_plate:
+        text += " The frames with the robot hidden (true clean plates) in steps/observation/<camera>_true_plate."
+    return text
+
+
 class _SampleDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Writes the sample dataset; built only by :func:`write_sample_dataset`."""
 
@@ -186,7 +224,7 @@ class _SampleDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=T
                 f"({', '.join(spec.robots)}), {spec.episodes} episodes x {spec.steps} steps, "
                 f"{spec.size}x{spec.size} px, seed {spec.seed}. Ground-truth robot label maps "
                 "in steps/observation/<camera>_robot_mask, task-object label maps (0 none, k = object k) "
-                "in steps/observation/<camera>_object_mask."
+                "in steps/observation/<camera>_object_mask." + _motion_description(spec)
             ),
             features=features_of(spec),
             # Episode i is record i, so episode keys (split/index) name the same episode
@@ -214,15 +252,28 @@ def write_sample_dataset(
     cameras: int = 2,
     wrist: bool = False,
     seed: int = 0,
+    camera_motion: str = "none",
+    true_plate: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> pathlib.Path:
     """Render the sample dataset and write it as the TFDS version folder ``out_dir``.
 
     ``out_dir`` must not exist or be empty. Returns ``out_dir`` as a path; load it with
     ``tfds.builder_from_directory(out_dir)``. ``progress(done, total)`` is called after
-    each rendered episode.
+    each rendered episode. ``camera_motion`` (none, pan, shake) moves the third-person
+    cameras; ``true_plate`` adds each camera's frames with the robot hidden.
     """
-    spec = SampleSpec(episodes=episodes, steps=steps, size=size, robots=tuple(robots), cameras=cameras, wrist=wrist, seed=seed)
+    spec = SampleSpec(
+        episodes=episodes,
+        steps=steps,
+        size=size,
+        robots=tuple(robots),
+        cameras=cameras,
+        wrist=wrist,
+        seed=seed,
+        camera_motion=camera_motion,
+        true_plate=true_plate,
+    )
     out = pathlib.Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"output folder {out} exists and is not empty")
@@ -272,6 +323,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cameras", type=int, choices=(1, 2), default=2, help="static third-person cameras (default 2)")
     parser.add_argument("--wrist", action="store_true", help="add a wrist camera (image_wrist)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--camera-motion",
+        choices=CAMERA_MOTIONS,
+        default="none",
+        help="third-person cameras: none (static, default), pan (a slow 5-9 degree pan over the episode) "
+        "or shake (hand-held jitter per frame, seeded)",
+    )
+    parser.add_argument(
+        "--true-plate",
+        action="store_true",
+        help="also store each frame with the robot hidden as steps/observation/<camera>_true_plate (PNG): "
+        "the ground truth for clean plates",
+    )
     parser.set_defaults(handler=run_sample_data)
 
 
@@ -303,6 +367,8 @@ def run_sample_data(args: argparse.Namespace) -> int:
                 cameras=args.cameras,
                 wrist=args.wrist,
                 seed=args.seed,
+                camera_motion=args.camera_motion,
+                true_plate=args.true_plate,
                 progress=progress,
             )
             error = None

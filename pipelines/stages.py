@@ -138,6 +138,7 @@ class ComposeVariants(beam.DoFn):
                 written=len(outputs),
                 seconds=seconds,
                 coverage=coverage,
+                notes=list(episode.notes),
             ),
         )
 

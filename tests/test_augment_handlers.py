@@ -98,7 +98,7 @@ class RecordingBackgrounds:
 
     def generate_batch(self, requests):
         self.requests += requests
-        return [np.zeros(r.frames.shape[1:], np.uint8) for r in requests]
+        return [np.zeros(r.frames.shape[1:], np.uint8) for r in requests], []  # backgrounds, notes
 
 
 def test_background_requests_follow_the_plans_the_compose_stage_reads(bridge_dir):

@@ -1,11 +1,20 @@
 """Clean plate: exact where the robot ever moves away, inpainted where it never does."""
 
+import cv2
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from backgrounds.base import BackgroundConfigError, BackgroundRequest, background_source_class
-from backgrounds.clean_plate import CleanPlateBackground, CleanPlateOptions, clean_plate, visible_median
+from backgrounds.alignment import Reference, corner_shift
+from backgrounds.base import (
+    BackgroundConfigError,
+    BackgroundRequest,
+    BackgroundSpec,
+    background_source_class,
+    build_background_source,
+)
+from backgrounds.clean_plate import CleanPlateBackground, CleanPlateOptions, MovingPlate, clean_plate, visible_median
+from backgrounds.mix import MixOptions
 
 HEIGHT, WIDTH, STEPS = 36, 52, 12
 
@@ -109,6 +118,10 @@ def test_source_returns_the_plate_for_every_seed():
     [
         (CleanPlateOptions(dilate_px=-1), "background.dilate_px"),
         (CleanPlateOptions(inpaint_radius=0), "background.inpaint_radius"),
+        (CleanPlateOptions(motion="sometimes"), "background.motion must be one of auto, static"),
+        (CleanPlateOptions(min_inliers=3), "background.min_inliers"),
+        (CleanPlateOptions(min_correlation=1.5), "background.min_correlation"),
+        (CleanPlateOptions(static_px=-1), "background.static_px"),
     ],
 )
 def test_check_names_the_key(options, key):
@@ -138,3 +151,139 @@ def test_a_kept_object_never_reaches_the_plate():
     green = np.array([20, 230, 20])
     assert np.abs(as_kept[cube].astype(int) - green).sum(axis=-1).min() > 100
     assert np.abs(as_kept[cube].astype(int) - scene[cube].astype(int)).mean() < 15
+
+
+# ---------------------------------------------------------------------------------------
+# A moving camera: frames lined up with a reference before the median.
+
+
+def texture(height, width, seed=0):
+    """A smooth random texture (blurred noise): corners for the features, gradients for ECC."""
+    noise = np.random.default_rng(seed).normal(size=(height, width, 3))
+    blurred = cv2.GaussianBlur(noise, (0, 0), 2.0)
+    return ((blurred - blurred.min()) / np.ptp(blurred) * 200 + 25).astype(np.uint8)
+
+
+def test_alignment_recovers_a_known_homography():
+    reference = texture(96, 128)
+    # Frame pixels -> reference pixels: a few degrees of rotation, a shift of 3-4 px and some
+    # perspective, the size of a hand-held camera's motion between frames.
+    truth = np.array([[0.99, -0.03, 4.0], [0.025, 1.01, -3.0], [1e-4, -5e-5, 1.0]])
+    frame = cv2.warpPerspective(reference, np.linalg.inv(truth), (128, 96), borderMode=cv2.BORDER_REFLECT)
+    # A robot in each frame, at different places: masked out, not matched.
+    frame_robot = np.zeros((96, 128), bool)
+    frame_robot[30:60, 50:80] = True
+    frame[frame_robot] = 0
+    reference_robot = np.zeros((96, 128), bool)
+    reference_robot[10:40, 10:40] = True
+    reference = reference.copy()
+    reference[reference_robot] = 255
+
+    alignment = Reference(reference, reference_robot).align(frame, frame_robot)
+    assert alignment.ok, alignment.reason
+    # ECC is sub-pixel on a textured image (this one lands within ~0.05 px); a quarter pixel
+    # is well below what shows as a doubled edge (a pixel or more), and far below the 4 px the
+    # corners move.
+    assert corner_shift(truth, (96, 128)) >= 4
+    assert corner_shift(np.linalg.inv(truth) @ alignment.homography, (96, 128)) < 0.25
+
+
+@pytest.mark.parametrize("frame", ["blank", "unrelated"])
+def test_a_frame_that_cannot_be_aligned_is_not_aligned(frame):
+    reference = texture(96, 128)
+    image = np.full_like(reference, 128) if frame == "blank" else texture(96, 128, seed=5)
+    none = np.zeros((96, 128), bool)
+    alignment = Reference(reference, none).align(image, none)
+    assert not alignment.ok and alignment.homography is None
+    assert alignment.reason
+
+
+PAN_STEPS = 12
+
+
+def panning_episode(seed=0):
+    """A camera panning 30 px across a textured scene while a robot (noise) sweeps through it.
+
+    Returns the per-frame true plates, the frames and the robot masks.
+    """
+    rng = np.random.default_rng(seed)
+    scene = texture(110, 170, seed)
+    truth = np.stack([scene[5 : 5 + 96, 3 * t : 3 * t + 128] for t in range(PAN_STEPS)])
+    robot = np.zeros((PAN_STEPS, 96, 128), bool)
+    for t in range(PAN_STEPS):
+        robot[t, 20:90, 10 + 8 * t : 30 + 8 * t] = True
+    frames = truth.copy()
+    frames[robot] = rng.integers(0, 256, (robot.sum(), 3), dtype=np.uint8)
+    return truth, frames, robot
+
+
+def request_of(frames, robot):
+    return BackgroundRequest("episode_0", "image_0", 0, 0, frames, robot, np.ones(frames.shape[1:3], bool))
+
+
+def test_a_panning_camera_gets_a_per_frame_plate_that_follows_it():
+    truth, frames, robot = panning_episode()
+    source = CleanPlateBackground()
+    plate = source.generate(source.load_model(), request_of(frames, robot))
+    assert isinstance(plate, MovingPlate) and plate.shape == frames.shape and plate.ndim == 4
+    assert source.take_notes() == []  # every frame aligned: nothing to report
+
+    per_frame = np.asarray(plate[:])
+    static = clean_plate(frames, robot)
+    error = np.abs(per_frame.astype(int) - truth).mean(axis=-1)
+    static_error = np.abs(static[None].astype(int) - truth).mean(axis=-1)
+    # Behind the robot the scene comes from the other frames, lined up: close to the truth
+    # (interpolation blur only); the static median smears the 30 px pan into mush.
+    assert error[robot].mean() < 4, error[robot].mean()
+    assert static_error[robot].mean() > 3 * error[robot].mean()
+    assert error[~robot].mean() < 3
+    # Windows read the same frames as the whole clip.
+    np.testing.assert_array_equal(plate[4:7], per_frame[4:7])
+    np.testing.assert_array_equal(plate[np.array([0, 11])], per_frame[[0, 11]])
+
+
+def test_a_frame_that_cannot_be_aligned_is_reported_and_gets_the_static_plate():
+    truth, frames, robot = panning_episode()
+    frames = frames.copy()
+    frames[5] = 128  # a blank frame (a dropped frame, a lens cap)
+    source = CleanPlateBackground()
+    plate = source.generate(source.load_model(), request_of(frames, robot))
+    notes = source.take_notes()
+    assert [(n.episode_key, n.camera) for n in notes] == [("episode_0", "image_0")]
+    assert "1 of 12 frames could not be aligned" in notes[0].text and "steps 5" in notes[0].text
+    assert "blank" in notes[0].text
+    # That frame falls back to today's plate, exactly; the others still follow the camera.
+    static = clean_plate(frames, robot)
+    np.testing.assert_array_equal(plate[5], static)
+    error = np.abs(np.asarray(plate[6]).astype(int) - truth[6]).mean(axis=-1)
+    assert error[robot[6]].mean() < 5
+
+
+def test_an_episode_that_cannot_be_aligned_falls_back_to_the_static_plate_and_says_so():
+    # Every frame a different scene: nothing lines up with the middle frame.
+    frames = np.stack([texture(96, 128, seed) for seed in range(8)])
+    robot = np.zeros((8, 96, 128), bool)
+    robot[:, 40:60, 40:70] = True
+    source = CleanPlateBackground()
+    plate = source.generate(source.load_model(), request_of(frames, robot))
+    np.testing.assert_array_equal(plate, clean_plate(frames, robot))
+    (note,) = source.take_notes()
+    assert "only 1 of 8 sampled frames could be aligned" in note.text and "static plate" in note.text
+
+
+def test_motion_static_is_the_static_plate_even_for_a_moving_camera():
+    truth, frames, robot = panning_episode()
+    source = CleanPlateBackground(CleanPlateOptions(motion="static"))
+    plate = source.generate(source.load_model(), request_of(frames, robot))
+    np.testing.assert_array_equal(plate, clean_plate(frames, robot))
+
+
+def test_the_mix_passes_its_children_notes_on():
+    truth, frames, robot = panning_episode()
+    frames = frames.copy()
+    frames[3] = 0
+    source = build_background_source("mix", MixOptions(sources=[BackgroundSpec("clean_plate")]))
+    source.generate(source.load_model(), request_of(frames, robot))
+    (note,) = source.take_notes()
+    assert "steps 3" in note.text
+    assert source.take_notes() == []  # taken once

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 import subprocess
@@ -12,8 +13,10 @@ import pybullet
 import pybullet_data
 import pytest
 import tensorflow_datasets as tfds
+from scipy import ndimage
 
 from pipelines import sample_data
+from pipelines.rlds_io import describe_observation
 from segmentation.labels import ARM, BACKGROUND, BODY, GRIPPER, mask_feature_name, object_mask_feature_name
 from segmentation.synthetic import render
 from tests.conftest import run_cli
@@ -61,6 +64,7 @@ def test_schema(dataset_dir):
             mask = observation[name]
             assert mask.shape == (128, 128, 1) and mask.encoding_format == "png", name
     assert "image_wrist" not in observation
+    assert not [name for name in observation.keys() if name.endswith("_true_plate")]  # only when asked
     assert observation["state"].shape == (8,)
     assert builder.info.features["steps"]["action"].shape == (7,)
 
@@ -172,6 +176,101 @@ def test_same_seed_gives_byte_identical_files_across_processes(dataset_dir, tmp_
     assert names == sorted(p.name for p in other.iterdir())
     for name in names:
         assert (dataset_dir / name).read_bytes() == (other / name).read_bytes(), name
+
+
+# sha256 of the files ACCEPTANCE_ARGS wrote before camera motion and true plates existed
+# (commit d065e7c, this repository's pinned TFDS / TF / pybullet on x86-64). Adding options
+# must not change the default dataset by a byte. If a deliberate change to the default
+# sample data moves these, update them in that change.
+DEFAULT_SHA256 = {
+    "dataset_info.json": "7ff4e1d1c66b5eb4b153c55b5564eed1d379be3cfc2a93ab2748c6b5b77b5afd",
+    "features.json": "eab4066ed7f4ac3e94f3643384a5f7728bcabab42268a28fede175000946d067",
+    "oxe_augment_sample-train.tfrecord-00000-of-00001": "f2068dad4f8ea1e5183e62588571a5746335aaa5b04f9c0e7d1dce7a7e6b158d",
+}
+
+
+def test_default_output_is_byte_identical_to_before_camera_motion(dataset_dir):
+    found = {name: hashlib.sha256((dataset_dir / name).read_bytes()).hexdigest() for name in DEFAULT_SHA256}
+    assert found == DEFAULT_SHA256
+
+
+@pytest.fixture(scope="module")
+def pan_dir(tmp_path_factory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("pan") / "1.0.0"
+    args = ["--episodes", "1", "--steps", "3", "--size", "64", "--cameras", "1", "--robots", "kuka"]
+    assert run_cli("sample-data", str(out), *args, "--camera-motion", "pan", "--true-plate") == 0
+    return out
+
+
+def test_true_plate_round_trips_through_sample_data(pan_dir):
+    builder = tfds.builder_from_directory(str(pan_dir))
+    feature = builder.info.features["steps"]["observation"]["image_0_true_plate"]
+    assert feature.shape == (64, 64, 3) and feature.encoding_format == "png"
+    assert "pan" in builder.info.description
+    # Ground truth, not a camera to augment: the pipeline leaves it untouched.
+    cameras = [f.name for f in describe_observation(builder.info.features) if f.camera]
+    assert cameras == ["image_0"]
+    (episode,) = tfds.as_numpy(builder.as_dataset("train", shuffle_files=False))
+    steps = list(episode["steps"])
+    stored = np.stack([s["observation"]["image_0_true_plate"] for s in steps])
+    spec = sample_data.SampleSpec(episodes=1, steps=3, size=64, robots=("kuka",), cameras=1, camera_motion="pan", true_plate=True)
+    rendered = sample_data.render_sample_episode(spec, 0)
+    np.testing.assert_array_equal(stored, rendered.true_plates["image_0"])  # PNG: exactly what was rendered
+    # The robot is not in it: where the robot stands, the plate shows something else...
+    robot = rendered.label_maps["image_0"] > 0
+    frames = rendered.frames["image_0"]
+    differs = np.abs(stored.astype(int) - frames).sum(axis=-1) > 0
+    assert robot.sum() > 50 and differs[robot].mean() > 0.95
+    # ... and far from it (away from its shadow too), the very same pixels as the frame.
+    far = ~ndimage.binary_dilation(robot, iterations=3, structure=np.ones((1, 3, 3)))
+    assert (~differs[far]).mean() > 0.8
+
+
+def test_a_clean_plate_fallback_reaches_report_json(pan_dir, tmp_path):
+    """The pipeline on the panning sample, with a correlation no aligned frame can reach: no
+    frame but the reference aligns, so each camera falls back to the static plate, and the
+    run's report says so for the episode (the episode itself is written)."""
+    recipe = tmp_path / "plate.yaml"
+    recipe.write_text(
+        f"input: {{dir: {pan_dir}}}\n"
+        f"output: {{dir: {tmp_path / 'out'}, variants_per_episode: 1, previews: 0}}\n"
+        "segmentation: {source: dataset}\n"
+        "background: {source: clean_plate, min_correlation: 1.0}\n"
+    )
+    assert run_cli("run", str(recipe)) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["episodes_written"] == 1 and report["failures"] == []
+    (note,) = report["notes"]
+    assert note["key"] == "train/000000"
+    assert note["note"].startswith("clean_plate camera image_0: only 1 of 3 sampled frames could be aligned")
+    assert "static plate" in note["note"]
+
+
+def test_camera_motion_moves_the_view_not_the_scene():
+    config = {motion: render.RenderConfig(size=48, cameras=1, camera_motion=motion) for motion in ("none", "pan", "shake")}
+    episodes = {m: render.render_episode("xarm", 4, c, np.random.default_rng([3, 1])) for m, c in config.items()}
+    static, pan, shake = episodes["none"], episodes["pan"], episodes["shake"]
+    # Same seed, same scene and robot motion: the camera draws come after everything else.
+    assert pan.object_names == static.object_names == shake.object_names
+    assert pan.instruction == static.instruction
+    np.testing.assert_array_equal(pan.states, static.states)
+    for moving in (pan, shake):
+        # The view differs from the static camera's, and from one frame to the next.
+        assert np.abs(moving.frames["image_0"].astype(int) - static.frames["image_0"]).mean() > 2
+        background = moving.label_maps["image_0"] == 0
+        steady = background[0] & background[-1]
+        change = np.abs(moving.frames["image_0"][0].astype(int) - moving.frames["image_0"][-1])[steady].mean()
+        still = np.abs(static.frames["image_0"][0].astype(int) - static.frames["image_0"][-1])[steady].mean()
+        assert change > still + 2
+
+
+def test_rejects_an_unknown_camera_motion(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("sample-data", str(tmp_path / "out"), "--camera-motion", "zoom")
+    assert exit_info.value.code == 2
+    assert "zoom" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="camera motion must be one of none, pan, shake"):
+        sample_data.SampleSpec(camera_motion="zoom")
 
 
 def test_seed_changes_the_scene():

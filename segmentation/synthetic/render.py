@@ -16,6 +16,7 @@ writes the episodes as an RLDS dataset. Everything random is drawn from a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 
@@ -34,6 +35,10 @@ ACTION_SIZE = 7
 
 THIRD_PERSON_CAMERAS = ("image_0", "image_1")
 WRIST_CAMERA = "image_wrist"
+
+#: How the third-person cameras move over an episode: not at all, a slow pan (yaw plus a
+#: little sideways travel) or hand-held shake (small random rotation and travel per frame).
+CAMERA_MOTIONS = ("none", "pan", "shake")
 
 # pybullet packs a segmentation pixel as object id + ((link index + 1) << 24).
 _LINK_SHIFT = 24
@@ -139,6 +144,10 @@ class RenderConfig:
     size: int = 128
     cameras: int = 2  # third-person cameras, 1 or 2
     wrist: bool = False
+    camera_motion: str = "none"  # one of CAMERA_MOTIONS, for the third-person cameras
+    # Also render every frame with the robot hidden: the true empty scene ("true plate")
+    # that a clean plate estimated from the frames is measured against.
+    true_plate: bool = False
 
     def camera_names(self) -> tuple[str, ...]:
         """Camera feature names in the order they are rendered."""
@@ -158,12 +167,29 @@ class RenderedEpisode:
     object_names: tuple[str, ...]  # object k's name at index k-1 ("cube", "duck"...)
     states: np.ndarray  # (T, STATE_SIZE) float32
     actions: np.ndarray  # (T, ACTION_SIZE) float32
+    # camera -> (T, H, W, 3) uint8, the same frames with the robot hidden (RenderConfig.true_plate).
+    true_plates: dict[str, np.ndarray] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class _Camera:
     view: list[float]
     projection: list[float]
+
+
+@dataclasses.dataclass(frozen=True)
+class _CameraPose:
+    """Where a third-person camera is and what it looks at; ``fov`` in degrees."""
+
+    eye: np.ndarray
+    target: np.ndarray
+    fov: float
+    up: tuple[float, float, float] = (0.0, 0.0, 1.0)
+
+    def camera(self) -> _Camera:
+        view = pybullet.computeViewMatrix(self.eye.tolist(), self.target.tolist(), list(self.up))
+        projection = pybullet.computeProjectionMatrixFOV(self.fov, 1.0, 0.05, 5.0)
+        return _Camera(view=list(view), projection=list(projection))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +228,8 @@ def render_episode(robot: str, steps: int, config: RenderConfig, rng: np.random.
         raise ValueError(f"cameras must be 1 or 2, got {config.cameras}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if config.camera_motion not in CAMERA_MOTIONS:
+        raise ValueError(f"camera_motion must be one of {', '.join(CAMERA_MOTIONS)}, got {config.camera_motion!r}")
     model = ROBOTS[robot]
     client = pybullet.connect(pybullet.DIRECT)
     try:
@@ -215,20 +243,26 @@ def _simulate(client: int, model: RobotModel, steps: int, config: RenderConfig, 
     robot_id = _load_robot(client, model)
     instruction, objects = _build_scene(client, rng)
     object_ids = np.array([body for body, _ in objects], np.int64)
-    cameras = [_third_person_camera(rng, index) for index in range(config.cameras)]
+    poses = [_third_person_pose(rng, index) for index in range(config.cameras)]
     lighting = _random_lighting(rng)
     arm_path, gripper_path = _trajectory(client, robot_id, model, steps, rng)
+    # Drawn after everything else, so a moving camera sees the same scene and robot motion
+    # as the static one of the same seed (and a static episode draws exactly what it always did).
+    camera_paths = [_camera_path(pose, config.camera_motion, steps, rng) for pose in poses]
     link_labels = model.link_labels(pybullet.getNumJoints(robot_id, physicsClientId=client))
 
     names = config.camera_names()
     frames = {name: np.empty((steps, config.size, config.size, 3), np.uint8) for name in names}
     label_maps = {name: np.empty((steps, config.size, config.size), np.uint8) for name in names}
     object_maps = {name: np.empty((steps, config.size, config.size), np.uint8) for name in names}
+    true_plates = (
+        {name: np.empty((steps, config.size, config.size, 3), np.uint8) for name in names} if config.true_plate else None
+    )
     ee_poses = np.empty((steps, 6), np.float64)
     for t in range(steps):
         _set_pose(client, robot_id, model, arm_path[t], gripper_path[t])
         ee_poses[t] = _ee_pose(client, robot_id, model)
-        step_cameras = list(cameras)
+        step_cameras = [path[t] for path in camera_paths]
         if config.wrist:
             step_cameras.append(_wrist_camera(client, robot_id, model))
         for name, camera in zip(names, step_cameras):
@@ -236,6 +270,10 @@ def _simulate(client: int, model: RobotModel, steps: int, config: RenderConfig, 
             frames[name][t] = rgb
             label_maps[name][t] = _label_map(seg, robot_id, link_labels)
             object_maps[name][t] = _object_map(seg, object_ids)
+        if true_plates is not None:
+            with _robot_hidden(client, robot_id, model):
+                for name, camera in zip(names, step_cameras):
+                    true_plates[name][t] = _render(client, camera, lighting, config.size)[0]
 
     states = np.zeros((steps, STATE_SIZE), np.float32)
     states[:, : len(model.arm_joints)] = arm_path
@@ -249,7 +287,23 @@ def _simulate(client: int, model: RobotModel, steps: int, config: RenderConfig, 
         object_names=tuple(name for _, name in objects),
         states=states,
         actions=_actions(ee_poses, gripper_path),
+        true_plates=true_plates,
     )
+
+
+#: Where the robot waits while the true plate is rendered: far under the floor, out of every
+#: view and below everything the light reaches.
+_HIDDEN_BASE = (0.0, 0.0, -50.0)
+
+
+@contextlib.contextmanager
+def _robot_hidden(client: int, robot_id: int, model: RobotModel):
+    """The robot moved out of the scene for the block, then put back exactly where it was."""
+    pybullet.resetBasePositionAndOrientation(robot_id, _HIDDEN_BASE, (0, 0, 0, 1), physicsClientId=client)
+    try:
+        yield
+    finally:
+        pybullet.resetBasePositionAndOrientation(robot_id, model.base_offset, (0, 0, 0, 1), physicsClientId=client)
 
 
 def _load_robot(client: int, model: RobotModel) -> int:
@@ -287,8 +341,8 @@ def _build_scene(client: int, rng: np.random.Generator) -> tuple[str, list[tuple
     return f"{verb} the {objects[int(rng.integers(len(objects)))][1]}", objects
 
 
-def _third_person_camera(rng: np.random.Generator, index: int) -> _Camera:
-    """A static camera looking at the workspace from the front-left (0) or front-right (1)."""
+def _third_person_pose(rng: np.random.Generator, index: int) -> _CameraPose:
+    """A camera looking at the workspace from the front-left (0) or front-right (1)."""
     side = -1.0 if index == 0 else 1.0
     azimuth = math.radians(side * rng.uniform(15, 75))
     elevation = math.radians(rng.uniform(20, 45))
@@ -297,9 +351,49 @@ def _third_person_camera(rng: np.random.Generator, index: int) -> _Camera:
     eye = target + distance * np.array(
         [math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)]
     )
-    view = pybullet.computeViewMatrix(eye.tolist(), target.tolist(), [0, 0, 1])
-    projection = pybullet.computeProjectionMatrixFOV(rng.uniform(45, 55), 1.0, 0.05, 5.0)
-    return _Camera(view=list(view), projection=list(projection))
+    return _CameraPose(eye=eye, target=target, fov=rng.uniform(45, 55))
+
+
+def _camera_path(pose: _CameraPose, motion: str, steps: int, rng: np.random.Generator) -> list[_Camera]:
+    """The camera at each step: ``pose`` throughout (``none``), a slow pan, or hand-held shake.
+
+    A pan turns the view 5-9 degrees left or right over the episode about the camera's own
+    position while it travels 1-3 cm sideways (so there is a little parallax, as with a real
+    head or tripod pan). Shake is independent per frame: rotations of about 0.5 degree
+    (yaw, pitch; roll less) and travel of about 3 mm, as a hand holding a phone.
+    """
+    if motion == "none":
+        return [pose.camera()] * steps
+    forward = pose.target - pose.eye
+    right = np.cross(forward, (0.0, 0.0, 1.0))
+    right /= np.linalg.norm(right)
+    if motion == "pan":
+        span = math.radians(rng.uniform(5, 9)) * (1 if rng.random() < 0.5 else -1)
+        travel = rng.uniform(0.01, 0.03)
+        progress = np.linspace(-0.5, 0.5, steps) if steps > 1 else np.zeros(1)
+        yaw, pitch, roll = span * progress, np.zeros(steps), np.zeros(steps)
+        offsets = travel * progress[:, None] * right[None, :]
+    else:
+        angles = np.radians(rng.normal(0.0, (0.5, 0.5, 0.25), size=(steps, 3)))
+        yaw, pitch, roll = angles.T
+        offsets = rng.normal(0.0, 0.003, size=(steps, 3))
+    cameras = []
+    for t in range(steps):
+        direction = _rotated(forward, (0.0, 0.0, 1.0), yaw[t])
+        side = np.cross(direction, (0.0, 0.0, 1.0))
+        direction = _rotated(direction, side / np.linalg.norm(side), pitch[t])
+        up = _rotated(np.array([0.0, 0.0, 1.0]), direction / np.linalg.norm(direction), roll[t])
+        eye = pose.eye + offsets[t]
+        moved = _CameraPose(eye=eye, target=eye + direction, fov=pose.fov, up=tuple(float(u) for u in up))
+        cameras.append(moved.camera())
+    return cameras
+
+
+def _rotated(vector: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
+    """``vector`` turned by ``angle`` radians about the unit ``axis`` (Rodrigues)."""
+    vector, axis = np.asarray(vector, float), np.asarray(axis, float)
+    cos, sin = math.cos(angle), math.sin(angle)
+    return vector * cos + np.cross(axis, vector) * sin + axis * np.dot(axis, vector) * (1 - cos)
 
 
 def _wrist_camera(client: int, robot_id: int, model: RobotModel) -> _Camera:
