@@ -66,11 +66,12 @@ def test_merge_refuses_while_a_part_is_missing_or_unfinished(damaged_bridge, tmp
     (out / "parts" / "0-of-3").mkdir(parents=True)
     (out / "parts" / "2-of-3" / "bridge_dataset" / "1.0.0").mkdir(parents=True)
     (out / "parts" / "2-of-3" / "bridge_dataset" / "1.0.0" / "dataset_info.json").write_text("{}")
+    (out / "parts" / "2-of-3" / "report.json").write_text("{}")  # a report, but no part.json: cut short
     assert run_cli("merge", out) == 2
     message = capsys.readouterr().err
-    assert f"unfinished: {out}/parts/0-of-3 (no dataset" in message
+    assert f"unfinished: {out}/parts/0-of-3 (no report.json: the part has not finished)" in message
     assert f"missing: {out}/parts/1-of-3" in message
-    assert f"unfinished: {out}/parts/2-of-3 (no report.json)" in message
+    assert f"unfinished: {out}/parts/2-of-3 (no part.json: cut short" in message
     assert not (out / "bridge_dataset").exists() and not (out / "report.json").exists()
     assert run_cli("merge", tmp_path / "nothing") == 2
     assert "no parts to merge" in capsys.readouterr().err
