@@ -198,9 +198,9 @@ class OutputTransaction:
         self.recover()
         filesystems.make_folder(self.scratch)
 
-    def replaces_something(self) -> bool:
-        """Whether publishing would replace (or remove) anything that exists in ``root``."""
-        return bool(existing_items(self.root, self.dataset))
+    def replaces_a_dataset(self) -> bool:
+        """Whether publishing would replace (or remove) a dataset folder that exists in ``root``."""
+        return filesystems.exists(filesystems.join(self.root, self.dataset))
 
     def commit(self) -> None:
         """Publish the scratch folder's items, replacing the earlier ones together."""

@@ -125,9 +125,9 @@ class AugmentPipeline:
                     )
 
                 # 6. Publish: the new dataset, report, failures and previews replace the old
-                #    together. A run that wrote no episode never replaces anything: its report
-                #    goes beside the earlier output instead.
-                if report.episodes_written == 0 and output.replaces_something():
+                #    together. A run that wrote no episode never replaces a dataset: its
+                #    report goes beside the earlier output instead.
+                if report.episodes_written == 0 and output.replaces_a_dataset():
                     self.report_dir = output.set_aside()
                     self.published = False
                 else:
