@@ -145,7 +145,7 @@ def merge_parts(output_dir: str, overwrite: bool = False) -> dict[str, Any]:
         lock = OutputLock(output_dir, say=lambda line: print(line, file=sys.stderr))
         lock.acquire()
     except OutputLocationError as e:
-        raise MergeError(str(e).replace("output.overwrite: true", "--overwrite")) from None
+        raise MergeError(str(e).replace("Set output.overwrite: true", "Pass --overwrite")) from None
     try:
         output = OutputTransaction(output_dir, dataset)
         try:
@@ -359,7 +359,7 @@ def _check_same_job(parts: list[FinishedPart]) -> None:
     if len(by_recipe) > 1:
         groups = "; ".join(f"{', '.join(labels)}: recipe_sha256 {sha[:12]}" for sha, labels in by_recipe.items())
         raise MergeError(
-            f"{filesystems.join(first.dir, '..')}: the parts were made with different recipes ({groups}); "
+            f"{os.path.dirname(first.dir.rstrip('/'))}: the parts were made with different recipes ({groups}); "
             "run the odd ones again with the job's recipe (output.overwrite: true), then merge"
         )
 
