@@ -96,6 +96,40 @@ class AugmentPipeline:
         # 2. Open the output: one run at a time per output.dir, everything written into a
         #    scratch folder beside the earlier output, which stays untouched until the run
         #    has finished.
+        with self._open_output(plan) as output:
+            # 3. One transform per split, all in one Beam pipeline (TFDS creates it).
+            split_transforms = {split: self.split_transform(plan, split, output.scratch) for split in plan.splits}
+
+            # 4. Run, writing through TFDS's Beam writer, with the workers' progress shown.
+            with self._progress(plan, output.scratch):
+                self._write(plan, split_transforms, output.scratch)
+
+            # 5. Account for every episode; a split in which nothing survived is named. A
+            #    part records its dataset's files for merge to check.
+            report = self._account(plan, output.scratch, wall_seconds=time.perf_counter() - start)
+            if self.recipe.input.part is not None:
+                from pipelines.merge import write_part_record
+
+                part_label = os.path.basename(plan.output_root)
+                write_part_record(output.scratch, f"{plan.name}/{plan.version}", part_label, self.recipe.sha256)
+
+            # 6. Publish: the new dataset, report, failures and previews replace the old
+            #    together. A run that wrote no episode never replaces a dataset: its report
+            #    goes beside the earlier output instead.
+            if report.episodes_written == 0 and output.replaces_a_dataset():
+                self.report_dir, self.published = output.set_aside(), False
+            else:
+                output.commit()
+                self.report_dir, self.published = plan.output_root, True
+        return report
+
+    @contextlib.contextmanager
+    def _open_output(self, plan: RunPlan):
+        """Hold output.dir's lock and yield the run's transaction, begun; abort it if the block fails.
+
+        A busy output.dir or a leftover that recovery refuses is a ``RecipeError`` (exit 2),
+        raised before anything in output.dir changed.
+        """
         lock = OutputLock(plan.output_root, say=self.console.line if self.console else log.warning)
         output = OutputTransaction(plan.output_root, f"{plan.name}/{plan.version}")
         try:
@@ -103,42 +137,19 @@ class AugmentPipeline:
         except OutputLocationError as e:
             raise RecipeError(str(e)) from None
         try:
-            try:
-                output.begin()
-            except OutputLocationError as e:
+            output.begin()
+        except BaseException as e:
+            lock.release()
+            if isinstance(e, OutputLocationError):
                 raise RecipeError(str(e)) from None
-            try:
-                # 3. One transform per split, all in one Beam pipeline (TFDS creates it).
-                split_transforms = {split: self.split_transform(plan, split, output.scratch) for split in plan.splits}
-
-                # 4. Run, writing through TFDS's Beam writer, with the workers' progress shown.
-                with self._progress(plan, output.scratch):
-                    self._write(plan, split_transforms, output.scratch)
-
-                # 5. Account for every episode; a split in which nothing survived is named.
-                report = self._account(plan, output.scratch, wall_seconds=time.perf_counter() - start)
-                if self.recipe.input.part is not None:
-                    from pipelines.merge import write_part_record
-
-                    write_part_record(
-                        output.scratch, f"{plan.name}/{plan.version}", os.path.basename(plan.output_root), self.recipe.sha256
-                    )
-
-                # 6. Publish: the new dataset, report, failures and previews replace the old
-                #    together. A run that wrote no episode never replaces a dataset: its
-                #    report goes beside the earlier output instead.
-                if report.episodes_written == 0 and output.replaces_a_dataset():
-                    self.report_dir = output.set_aside()
-                    self.published = False
-                else:
-                    output.commit()
-                    self.report_dir, self.published = plan.output_root, True
-            except BaseException:
-                output.abort()
-                raise
+            raise
+        try:
+            yield output
+        except BaseException:
+            output.abort()
+            raise
         finally:
             lock.release()
-        return report
 
     def _progress(self, plan: RunPlan, scratch: str):
         if self.console is None:
