@@ -77,6 +77,7 @@ def test_a_leftover_commit_marker_naming_anything_else_is_refused(source, tmp_pa
     out = tmp_path / "out"
     (out / "notes").mkdir(parents=True)
     (out / "notes" / "mine.txt").write_text("the user's notes")
+    (out / "report.json").write_text("the user's report")
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "mine.txt").write_text("outside output.dir")
@@ -85,24 +86,25 @@ def test_a_leftover_commit_marker_naming_anything_else_is_refused(source, tmp_pa
         # A stranger's folder: a marker that would move the user's report out of output.dir.
         (victim / "report.json").write_text("{}")
         (victim / "_COMMIT").write_text(json.dumps({"items": ["report.json"], "published": ["report.json"]}))
-        (out / "report.json").write_text("the user's report")
         scratch.symlink_to(victim)
         bad = str(scratch)
     else:
+        # A marker as a run writes it, with one item more.
         bad = str(victim) if item == "<absolute victim>" else item
         scratch.mkdir()
-        (scratch / "_COMMIT").write_text(json.dumps({"run_id": "0123456789ab", "items": [bad], "published": []}))
+        marker = {"run_id": "0123456789ab", "items": ["report.json", bad], "published": []}
+        (scratch / "_COMMIT").write_text(json.dumps(marker))
     out_before, victim_before = tree_hash(out), tree_hash(victim)
 
-    for check in (["--check"], []):
+    for check in ([], ["--check"]):
         status = run_cli(
             "run", "configs/copy.yaml", "--set", f"input.dir={source}", "--set", f"output.dir={out}",
             "--set", "input.max_episodes=1", *check, *IN_PROCESS,
         )  # fmt: skip
+        assert tree_hash(victim) == victim_before and tree_hash(out) == out_before
         err = capsys.readouterr().err
         assert status == 2, err
         assert str(scratch) in err and bad in err and "Traceback" not in err
-        assert tree_hash(victim) == victim_before and tree_hash(out) == out_before
 
 
 def test_the_swap_refuses_to_work_through_a_linked_dataset_folder(source, tmp_path, capsys):
