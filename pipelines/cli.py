@@ -152,11 +152,13 @@ def run_command(args) -> int:
     from pipelines import filesystems
 
     print(report.summary())
-    print(f"report: {filesystems.join(plan.output_root, 'report.json')}")
-    previews = filesystems.join(plan.output_root, "previews")
+    if not pipeline.published:
+        print(f"nothing was written: the previous contents of {plan.output_root} are unchanged; this run's report is beside them")
+    print(f"report: {filesystems.join(pipeline.report_dir, 'report.json')}")
+    previews = filesystems.join(pipeline.report_dir, "previews")
     if filesystems.folder_exists(previews):
         print(f"previews: {previews}")
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return EXIT_OK if report.ok and pipeline.published else EXIT_FAILED
 
 
 # ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import importlib.metadata
 import io
+import json
 import logging
 import os
 import time
@@ -21,7 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import filesystems
 from pipelines.console import Console, ProgressMonitor
-from pipelines.output import OutputLocationError, OutputTransaction, check_output_location
+from pipelines.output import OutputLocationError, OutputLock, OutputTransaction, check_output_items, check_output_location
 from pipelines.partition import episode_range, parse_part, part_dir_name, part_of
 from pipelines.reading import CopyEpisodes, CopyPlan, ReadEpisodes
 from pipelines.recipe import Recipe, RecipeError, check_sources, resolve_path
@@ -81,6 +82,8 @@ class AugmentPipeline:
         self.beam_args = list(beam_args or [])
         self.verbose = verbose
         self.console = console  # where progress goes; None: no progress line
+        self.report_dir = ""  # after a run: where its report.json is (output.dir, or unpublished-*/ beside it)
+        self.published = False  # after a run: whether its output replaced output.dir's
 
     def __call__(self, plan: RunPlan | None = None) -> RunReport:
         """Run the recipe; ``plan`` is :meth:`plan`'s result when the caller already checked."""
@@ -90,11 +93,10 @@ class AugmentPipeline:
         plan = plan or self.plan()
         log.debug("input %s: splits %s, cameras %s", plan.source.dir, plan.splits, plan.cameras)
 
-        # 2. Open the output: everything is written into a scratch folder beside the
-        #    earlier output, which stays untouched until the run has finished.
-        output = OutputTransaction(plan.output_root, f"{plan.name}/{plan.version}")
-        output.begin()
-        try:
+        # 2. Open the output: one run at a time per output.dir, everything written into a
+        #    scratch folder beside the earlier output, which stays untouched until the run
+        #    has finished.
+        with self._open_output(plan) as output:
             # 3. One transform per split, all in one Beam pipeline (TFDS creates it).
             split_transforms = {split: self.split_transform(plan, split, output.scratch) for split in plan.splits}
 
@@ -102,15 +104,52 @@ class AugmentPipeline:
             with self._progress(plan, output.scratch):
                 self._write(plan, split_transforms, output.scratch)
 
-            # 5. Account for every episode; a split in which nothing survived is named.
+            # 5. Account for every episode; a split in which nothing survived is named. A
+            #    part records its dataset's files for merge to check.
             report = self._account(plan, output.scratch, wall_seconds=time.perf_counter() - start)
+            if self.recipe.input.part is not None:
+                from pipelines.merge import write_part_record
 
-            # 6. Publish: the new dataset, report, failures and previews replace the old together.
-            output.commit()
+                part_label = os.path.basename(plan.output_root)
+                write_part_record(output.scratch, f"{plan.name}/{plan.version}", part_label, self.recipe.sha256)
+
+            # 6. Publish: the new dataset, report, failures and previews replace the old
+            #    together. A run that wrote no episode never replaces a dataset: its report
+            #    goes beside the earlier output instead.
+            if report.episodes_written == 0 and output.replaces_a_dataset():
+                self.report_dir, self.published = output.set_aside(), False
+            else:
+                output.commit()
+                self.report_dir, self.published = plan.output_root, True
+        return report
+
+    @contextlib.contextmanager
+    def _open_output(self, plan: RunPlan):
+        """Hold output.dir's lock and yield the run's transaction, begun; abort it if the block fails.
+
+        A busy output.dir or a leftover that recovery refuses is a ``RecipeError`` (exit 2),
+        raised before anything in output.dir changed.
+        """
+        lock = OutputLock(plan.output_root, say=self.console.line if self.console else log.warning)
+        output = OutputTransaction(plan.output_root, f"{plan.name}/{plan.version}")
+        try:
+            lock.acquire()
+        except OutputLocationError as e:
+            raise RecipeError(str(e)) from None
+        try:
+            output.begin()
+        except BaseException as e:
+            lock.release()
+            if isinstance(e, OutputLocationError):
+                raise RecipeError(str(e)) from None
+            raise
+        try:
+            yield output
         except BaseException:
             output.abort()
             raise
-        return report
+        finally:
+            lock.release()
 
     def _progress(self, plan: RunPlan, scratch: str):
         if self.console is None:
@@ -203,9 +242,12 @@ class AugmentPipeline:
             check_output_location(output_root, source.dir)
         except OutputLocationError as e:
             raise RecipeError(str(e)) from None
-        finished = recipe.input.part is not None and filesystems.exists(filesystems.join(output_root, "report.json"))
-        if filesystems.folder_exists(dataset_dir) and not recipe.output.overwrite and not finished:
-            raise RecipeError(f"output.dir: {dataset_dir} already exists; set output.overwrite: true to replace it")
+        finished = recipe.input.part is not None and _finished_part(output_root, recipe)
+        if not finished:
+            try:
+                check_output_items(output_root, f"{name}/{version}", recipe.output.overwrite)
+            except OutputLocationError as e:
+                raise RecipeError(str(e)) from None
         _check_protected_cameras(recipe, cameras)
         mask_cameras = {c: source.camera_shape(c)[:2] for c in cameras} if recipe.output.write_masks else {}
         mask_source = recipe.mask_source()
@@ -419,3 +461,27 @@ def _check_protected_cameras(recipe: Recipe, cameras: list[str]) -> None:
             raise RecipeError(
                 f'composite.protect.{camera}: not a camera of this run; cameras: {", ".join(cameras)} (or "*" for all)'
             )
+
+
+def _finished_part(part_dir: str, recipe: Recipe) -> bool:
+    """Whether ``part_dir`` holds this part finished with this recipe (nothing left to do).
+
+    A part finished with another recipe (another seed, say) is not: without
+    ``output.overwrite`` the run refuses, naming both recipe hashes; with it, the part runs again.
+    """
+    report_path, record_path = filesystems.join(part_dir, "report.json"), filesystems.join(part_dir, "part.json")
+    if not (filesystems.exists(report_path) and filesystems.exists(record_path)):
+        return False
+    try:
+        made_with = json.loads(filesystems.read_bytes(record_path)).get("recipe_sha256")
+    except (ValueError, AttributeError):
+        made_with = None
+    if made_with == recipe.sha256:
+        return True
+    if not recipe.output.overwrite:
+        raise RecipeError(
+            f"input.part {recipe.input.part}: {part_dir} holds this part finished with a different recipe "
+            f"(recipe_sha256 {str(made_with)[:12]}, this recipe's {recipe.sha256[:12]}); set output.overwrite: true "
+            "to run it again with this recipe, or choose another output.dir"
+        )
+    return False

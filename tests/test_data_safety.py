@@ -172,8 +172,9 @@ def test_a_killed_run_leaves_the_previous_output_exactly_as_it_was(source, tmp_p
     process.wait()
 
     # The earlier output: same bytes, loads, no stale extra state beside it apart from
-    # the killed run's scratch folder, which TFDS does not see as a dataset.
-    leftovers = list(out.glob(".oxe-augment-run-*"))
+    # the killed run's scratch folder, which TFDS does not see as a dataset, and its lock.
+    leftovers = list(out.glob(".oxe-augment-run-*")) + list(out.glob(".oxe-augment.lock"))
+    assert len(leftovers) == 2
     for leftover in leftovers:
         shutil.move(str(leftover), str(tmp_path / leftover.name))
     assert tree_hash(out) == before
@@ -183,7 +184,7 @@ def test_a_killed_run_leaves_the_previous_output_exactly_as_it_was(source, tmp_p
 
     # The next run cleans the leftovers and replaces the output.
     assert copy(source, out, "--set", "input.max_episodes=4", "--set", "output.overwrite=true") == 0
-    assert not list(out.glob(".oxe-augment-run-*"))
+    assert not list(out.glob(".oxe-augment-run-*")) and not (out / ".oxe-augment.lock").exists()
     assert load_every_episode(out / "bridge_dataset" / "1.0.0") == {"train": 4, "val": 4}
     assert read_report(out)["episodes_in"] == 8
 

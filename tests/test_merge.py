@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tests.conftest import IN_PROCESS, read_failures, read_report, run_cli
+from tests.conftest import IN_PROCESS, REPO, read_failures, read_report, run_cli
+from tests.test_data_safety import load_every_episode, tree_hash
+from tests.test_output_safety import cli_command
 
 
 def record_offsets(path) -> list[int]:
@@ -66,11 +70,12 @@ def test_merge_refuses_while_a_part_is_missing_or_unfinished(damaged_bridge, tmp
     (out / "parts" / "0-of-3").mkdir(parents=True)
     (out / "parts" / "2-of-3" / "bridge_dataset" / "1.0.0").mkdir(parents=True)
     (out / "parts" / "2-of-3" / "bridge_dataset" / "1.0.0" / "dataset_info.json").write_text("{}")
+    (out / "parts" / "2-of-3" / "report.json").write_text("{}")  # a report, but no part.json: cut short
     assert run_cli("merge", out) == 2
     message = capsys.readouterr().err
-    assert f"unfinished: {out}/parts/0-of-3 (no dataset" in message
+    assert f"unfinished: {out}/parts/0-of-3 (no report.json: the part has not finished)" in message
     assert f"missing: {out}/parts/1-of-3" in message
-    assert f"unfinished: {out}/parts/2-of-3 (no report.json)" in message
+    assert f"unfinished: {out}/parts/2-of-3 (no part.json: cut short" in message
     assert not (out / "bridge_dataset").exists() and not (out / "report.json").exists()
     assert run_cli("merge", tmp_path / "nothing") == 2
     assert "no parts to merge" in capsys.readouterr().err
@@ -119,3 +124,93 @@ def test_merge_does_not_replace_a_merged_dataset_unless_asked(merged, capsys):
     assert "already exists" in capsys.readouterr().err
     assert run_cli("merge", out, "--overwrite") == 0
     assert tfds.builder_from_directory(str(out / "bridge_dataset" / "1.0.0")).info.splits["val"].num_examples == 25
+
+
+# ---------------------------------------------------------------------------------------
+# Safety (issue 21): copies, not links; every shard checked; nothing stale; one line on errors
+
+TRAIN = "bridge_dataset-train.tfrecord-00000-of-00001"
+
+
+@pytest.fixture
+def parts(merged, tmp_path):
+    """A private copy of the two finished parts (no merged output yet)."""
+    out = tmp_path / "out"
+    shutil.copytree(merged[1] / "parts", out / "parts")
+    return out
+
+
+def test_merged_shards_are_copies_a_damaged_part_does_not_reach(parts):
+    assert run_cli("merge", parts) == 0
+    merged = parts / "bridge_dataset" / "1.0.0" / TRAIN
+    part_shard = parts / "parts" / "0-of-2" / "bridge_dataset" / "1.0.0" / TRAIN
+    before = merged.read_bytes()
+    assert os.stat(merged).st_ino != os.stat(part_shard).st_ino and os.stat(merged).st_nlink == 1
+    with open(part_shard, "r+b") as f:  # damage the part in place
+        f.seek(100)
+        f.write(b"\0" * 64)
+    assert merged.read_bytes() == before
+    assert load_every_episode(parts / "bridge_dataset" / "1.0.0") == {"train": 12, "val": 25}
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_shard_that_differs_from_its_part_record_is_refused(parts, damage, capsys):
+    part_shard = parts / "parts" / "0-of-2" / "bridge_dataset" / "1.0.0" / TRAIN
+    data = bytearray(part_shard.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        del data[len(data) // 2 :]
+    part_shard.write_bytes(bytes(data))
+    before = tree_hash(parts)
+    assert run_cli("merge", parts) == 2
+    err = capsys.readouterr().err
+    assert f"part 0-of-2: {part_shard}" in err and ("bytes" if damage == "truncate" else "sha256") in err
+    assert tree_hash(parts) == before  # nothing swapped in, no scratch left
+
+
+def test_merge_leaves_nothing_stale_beside_the_merged_dataset(parts, capsys):
+    (parts / "previews").mkdir()
+    (parts / "previews" / "train_000099_image_0.png").write_bytes(b"an earlier run's preview")
+    (parts / "report.html").write_text("an earlier run's report")
+    before = tree_hash(parts)
+    assert run_cli("merge", parts) == 2  # without --overwrite: they exist
+    assert "already exists: report.html, previews" in capsys.readouterr().err
+    assert tree_hash(parts) == before
+    assert run_cli("merge", parts, "--overwrite") == 0
+    assert not (parts / "previews").exists()  # the parts made no previews
+    assert "an earlier run's report" not in (parts / "report.html").read_text()
+    assert not list(parts.glob(".oxe-augment-run-*")) and not (parts / ".oxe-augment.lock").exists()
+
+
+def _without_root_overrides() -> None:
+    """In the child, before exec: drop the capabilities that let root write where the mode says no."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH (from the bounding set: gone after exec)
+        if prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "cannot drop a capability")
+
+
+def test_merge_into_a_read_only_folder_is_one_line(merged, tmp_path):
+    """Exit 2 and one line, not a trace (run without root's overrides when the tests run as root)."""
+    out = tmp_path / "out"
+    shutil.copytree(merged[1] / "parts", out / "parts")
+    os.chmod(out, 0o555)
+    try:
+        done = subprocess.run(
+            cli_command("merge", str(out)),
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            preexec_fn=_without_root_overrides if os.geteuid() == 0 else None,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        os.chmod(out, 0o755)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"error: merge into {out}: Permission denied ({out}/.oxe-augment.lock)" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["parts"]
