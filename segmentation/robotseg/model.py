@@ -253,6 +253,11 @@ class RobotSegBase(SAM2Base):
                 num_obj_ptr_tokens = ptrs.shape[0]
 
         memory = torch.cat(memories, dim=0)
+        if not torch.is_autocast_enabled(device.type):
+            # Spatial memories are stored in bfloat16; with object pointers the concatenation is
+            # float32 already, without them (an object tracked before its first prompted frame)
+            # it would stay bfloat16 and fail outside autocast.
+            memory = memory.to(current_vision_feats[-1].dtype)
         memory_pos = torch.cat(positions, dim=0)
         pix, structures = self.memory_attention(
             raw_image=current_raw_image,

@@ -351,6 +351,18 @@ class RobotSegVideoPredictor(SAM2VideoPredictor, RobotSegBase):
         }
         return compact, logits
 
+    def segment_video(self, frames, targets=("robot",), prompts=None, options=None, seed: int | None = None):
+        """Label maps for in-memory ``frames``: :func:`segmentation.robotseg.video.segment_video` on this predictor.
+
+        One method call per clip, so the predictor also works behind Beam's ``large_model``
+        proxy. ``seed`` seeds the global RNG first (the prompt generator draws from it).
+        """
+        from segmentation.robotseg.video import segment_video
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        return segment_video(self, frames, targets, prompts, options)
+
     # ------------------------------------------------------------------ clearing
 
     def _clear_obj_non_cond_mem_around_input(self, inference_state, frame_idx, obj_idx):
