@@ -431,7 +431,10 @@ def _load_vrs_frames(image_dir: pathlib.Path) -> np.ndarray:
     """A VRS video's frames ``(T, H, W, 3)`` uint8 RGB, ordered by the integer in their names."""
     import cv2
 
-    files = sorted((p for p in image_dir.iterdir() if p.stem.isdigit() and p.suffix.lower() in (".jpg", ".jpeg", ".png")), key=lambda p: int(p.stem))
+    files = sorted(
+        (p for p in image_dir.iterdir() if p.stem.isdigit() and p.suffix.lower() in (".jpg", ".jpeg", ".png")),
+        key=lambda p: int(p.stem),
+    )
     frames = []
     for file in files:
         image = cv2.imread(str(file), cv2.IMREAD_COLOR)
@@ -602,8 +605,8 @@ def _run_robotseg_protocol(args: argparse.Namespace) -> int:
         if pred is None:
             if args.checkpoint is None and not args.allow_random_init:
                 raise EvalInputError("--checkpoint: required to run RobotSeg (or --pred to score stored predictions)")
-            from segmentation.robotseg.checkpoint import CheckpointError
             from segmentation.robotseg.build import build_robotseg_video_predictor
+            from segmentation.robotseg.checkpoint import CheckpointError
             from segmentation.robotseg.source import resolve_device
 
             try:

@@ -111,7 +111,10 @@ def build_robotseg_video_predictor(
     overrides = ["++model._target_=segmentation.robotseg.predictor.RobotSegVideoPredictor"]
     if apply_postprocessing:
         overrides += list(POSTPROCESSING)
-        overrides += ["++model.binarize_mask_from_pts_for_mem_enc=true", f"++model.fill_hole_area={FILL_HOLE_AREA if fill_holes else 0}"]
+        overrides += [
+            "++model.binarize_mask_from_pts_for_mem_enc=true",
+            f"++model.fill_hole_area={FILL_HOLE_AREA if fill_holes else 0}",
+        ]
     overrides += list(hydra_overrides_extra)
     return _finish(_instantiate(config_file, overrides, device, mode), ckpt_path, device, mode)
 

@@ -75,7 +75,11 @@ class CheckpointReport:
             f"({len(self.missing_sam2)} of them SAM 2 keys), {len(self.unexpected)} unexpected, "
             f"{len(self.shape_mismatched)} with another shape"
         ]
-        for title, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("shape mismatch", self.shape_mismatched)):
+        for title, keys in (
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("shape mismatch", self.shape_mismatched),
+        ):
             if keys:
                 shown = ", ".join(keys[:8]) + (f", ... ({len(keys) - 8} more)" if len(keys) > 8 else "")
                 lines.append(f"  {title}: {shown}")

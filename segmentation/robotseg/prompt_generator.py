@@ -117,7 +117,9 @@ class RobotPromptGenerator(nn.Module):
             if coords[region.bool()].numel() > 0:
                 region_index = torch.nonzero(region.bool(), as_tuple=False).squeeze(-1)
                 local = farthest_points(coords[region.bool()], MICRO_PER_REGION)
-                micro, _ = self._kmeans_once(feats, region, region_index[local.clamp(0, region_index.numel() - 1)], MICRO_PER_REGION)
+                micro, _ = self._kmeans_once(
+                    feats, region, region_index[local.clamp(0, region_index.numel() - 1)], MICRO_PER_REGION
+                )
             if micro is None:
                 micro = macro[i].unsqueeze(0).repeat(MICRO_PER_REGION, 1)
             tokens.append(F.normalize(micro, dim=-1).reshape(1, -1))
@@ -147,7 +149,9 @@ class RobotPromptGenerator(nn.Module):
         per_frame = self.grid_size * self.grid_size
         spatial = n - num_obj_ptr_tokens
         if spatial % per_frame:
-            raise ValueError(f"memory holds {spatial} spatial tokens, not a multiple of {per_frame} ({self.grid_size}^2) per frame")
+            raise ValueError(
+                f"memory holds {spatial} spatial tokens, not a multiple of {per_frame} ({self.grid_size}^2) per frame"
+            )
         frames = spatial // per_frame
         feats = memory[:spatial].view(frames, per_frame, b, c).permute(2, 0, 1, 3).contiguous()
         fg = mask_fg[:spatial].view(frames, per_frame, b).permute(2, 0, 1).contiguous()

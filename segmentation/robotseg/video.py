@@ -32,8 +32,8 @@ import torch.nn.functional as F
 
 from segmentation.labels import TARGETS, label_map_from_targets
 from segmentation.robotseg.model import PointPrompt
-from segmentation.robotseg.prompts import FramePrompt
 from segmentation.robotseg.postprocess import refine_mask, refine_rgb
+from segmentation.robotseg.prompts import FramePrompt
 
 
 @dataclasses.dataclass
