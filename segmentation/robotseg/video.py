@@ -235,7 +235,7 @@ def label_maps_from_masks(masks: dict[str, np.ndarray], shape: tuple[int, ...]) 
     return label_map_from_targets(masks.get("robot", empty), masks.get("arm", empty), masks.get("gripper", empty))
 
 
-def _robotseg_passes(predictor, state, track: Track, frame_size: tuple[int, int]) -> Iterator[tuple[int, torch.Tensor]]:
+def _robotseg_passes(predictor, state, track: Track) -> Iterator[tuple[int, torch.Tensor]]:
     """One target through the release's API: its prompts, then forward and (if prompted later than frame 0) backward."""
     predictor.reset_state(state)
     for frame, prompt in sorted(track.prompts.items()):
@@ -253,12 +253,21 @@ def _robotseg_passes(predictor, state, track: Track, frame_size: tuple[int, int]
             box=list(prompt.box) if prompt.box is not None else None,
         )
     first = min(track.prompts)
+    outputs = state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
+    # Tracked frames older than the memory and pointer windows are never read again: dropping them
+    # keeps memory bounded on long episodes (the release keeps them all) without changing any mask.
+    # The first frames after `first` stay for the backward pass, which reads them.
+    window = max(predictor.num_maskmem, predictor.max_obj_ptrs_in_encoder)
     for frame, _, logits in predictor.propagate_in_video(state, track.target):
         yield frame, logits[0]
+        for old in [t for t in outputs if t < frame - window and t > first + window]:
+            del outputs[old]
     if first > 0:
         for frame, _, logits in predictor.propagate_in_video(state, track.target, start_frame_idx=first, reverse=True):
             if frame != first:
                 yield frame, logits[0]
+            for old in [t for t in outputs if frame + window < t < first]:
+                del outputs[old]
 
 
 def segment_video(
@@ -290,7 +299,7 @@ def segment_video(
             for track in tracks_for(targets, prompts or ()):
                 out = np.zeros(frames.shape[:3], dtype=bool)
                 first = min(track.prompts)
-                for frame, logits in _robotseg_passes(predictor, state, track, frames.shape[1:3]):
+                for frame, logits in _robotseg_passes(predictor, state, track):
                     mask = (logits[0] > options.mask_threshold).cpu().numpy()
                     out[frame] = refine_rgb(mask, frames[frame]) if options.refine and frame != first else mask
                 masks[track.target] = out
