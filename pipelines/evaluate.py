@@ -429,21 +429,12 @@ def evaluate_robotseg(
 
 def _load_vrs_frames(image_dir: pathlib.Path) -> np.ndarray:
     """A VRS video's frames ``(T, H, W, 3)`` uint8 RGB, ordered by the integer in their names."""
-    import cv2
+    from segmentation.robotseg.video import load_frame_folder
 
-    files = sorted(
-        (p for p in image_dir.iterdir() if p.stem.isdigit() and p.suffix.lower() in (".jpg", ".jpeg", ".png")),
-        key=lambda p: int(p.stem),
-    )
-    frames = []
-    for file in files:
-        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-        if image is None:
-            raise EvalInputError(f"{file}: cannot read image")
-        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-    if not frames or len({f.shape for f in frames}) > 1:
-        raise EvalInputError(f"{image_dir}: no frames, or frames of different sizes")
-    return np.stack(frames)
+    try:
+        return load_frame_folder(image_dir)
+    except ValueError as error:
+        raise EvalInputError(str(error)) from None
 
 
 def _protocol_episode(pred: MaskEpisode, gt: MaskEpisode, targets: Sequence[str], where) -> metrics.EpisodeScores | None:

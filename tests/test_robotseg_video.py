@@ -38,7 +38,13 @@ def clip():
 
 
 def test_schedule_is_sam2s_order():
-    assert [(v.frame, v.kind) for v in schedule([2], 5)] == [(2, "cond"), (3, "forward"), (4, "forward"), (1, "reverse"), (0, "reverse")]
+    assert [(v.frame, v.kind) for v in schedule([2], 5)] == [
+        (2, "cond"),
+        (3, "forward"),
+        (4, "forward"),
+        (1, "reverse"),
+        (0, "reverse"),
+    ]
 
 
 def test_automatic_mode_label_maps_have_the_frames_size_and_convention(model, clip):

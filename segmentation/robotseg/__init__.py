@@ -13,15 +13,20 @@ from segmentation.robotseg.build import CONFIGS, build_robotseg, build_robotseg_
 from segmentation.robotseg.checkpoint import CheckpointError, CheckpointReport, load_checkpoint, save_checkpoint
 from segmentation.robotseg.model import RobotSegBase
 from segmentation.robotseg.predictor import RobotSegVideoPredictor
+from segmentation.robotseg.prompts import FramePrompt
+from segmentation.robotseg.video import InferenceOptions, segment_video
 
 __all__ = [
     "CONFIGS",
     "CheckpointError",
     "CheckpointReport",
+    "FramePrompt",
+    "InferenceOptions",
     "RobotSegBase",
     "RobotSegVideoPredictor",
     "build_robotseg",
     "build_robotseg_video_predictor",
     "load_checkpoint",
     "save_checkpoint",
+    "segment_video",
 ]

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
-from segmentation.robotseg.build import build_robotseg
+from segmentation.robotseg.build import build_robotseg_video_predictor
 from segmentation.robotseg.model import RobotSegBase as RobotSeg
 from segmentation.robotseg.predictor import IMAGE_MEAN, IMAGE_STD
 from segmentation.robotseg.training import (
@@ -387,13 +387,13 @@ def load_vrs_clips(split_dir: str | os.PathLike, target: str) -> list[TrainClip]
     """
     import cv2
 
-    from segmentation.robotseg.predictor import load_video_frames
+    from segmentation.robotseg.video import load_frame_folder
 
     folder = {"arm": "000", "gripper": "001", "robot": "002"}[target]
     root = pathlib.Path(split_dir)
     clips = []
     for video in sorted(p for p in (root / "image").iterdir() if p.is_dir()) if (root / "image").is_dir() else []:
-        frames = load_video_frames(video)
+        frames = load_frame_folder(video)
         ids = sorted(int(p.stem) for p in video.iterdir() if p.stem.isdigit())
         position = {f: i for i, f in enumerate(ids)}
         masks = np.zeros(frames.shape[:3], bool)
@@ -503,7 +503,9 @@ def finetune(
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(o.device)
     torch.manual_seed(o.seed)
-    model = build_robotseg(o.config, o.init_checkpoint, device="cpu", mode="train", apply_postprocessing=False)
+    # The video predictor class: it trains as RobotSegBase does (track_step), and `evaluate` can run
+    # the release's API on it; evaluation-only post-processing is inactive in training mode.
+    model = build_robotseg_video_predictor(o.config, o.init_checkpoint, device="cpu", mode="train")
     model.to(device)
     clips = [label_every(c, o.label_every) for c in clips]
     # The frozen backbone is copied before any step, so patch targets never drift with training.

@@ -306,3 +306,27 @@ def segment_video(
     finally:
         predictor.train(was_training)
     return label_maps_from_masks(masks, frames.shape[:3])
+
+
+def load_frame_folder(folder) -> np.ndarray:
+    """Frames ``(T, H, W, 3)`` uint8 RGB from a folder of images named by their index (``00000.jpg``...), in index order."""
+    import pathlib
+
+    import cv2
+
+    folder = pathlib.Path(folder)
+    files = sorted(
+        (p for p in folder.iterdir() if p.stem.isdigit() and p.suffix.lower() in (".jpg", ".jpeg", ".png")),
+        key=lambda p: int(p.stem),
+    )
+    if not files:
+        raise ValueError(f"{folder}: no image files named by their frame index")
+    frames = []
+    for file in files:
+        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"{file}: cannot read image")
+        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    if len({f.shape for f in frames}) > 1:
+        raise ValueError(f"{folder}: frames differ in size")
+    return np.stack(frames)
