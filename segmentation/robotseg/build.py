@@ -122,3 +122,29 @@ def build_robotseg_video_predictor(
 def checkpoint_report(model) -> CheckpointReport | None:
     """What loading the model's checkpoint did (``None`` without a checkpoint)."""
     return getattr(model, "checkpoint_report", None)
+
+
+def size_overrides(image_size: int, backbone_stride: int = 16) -> list[str]:
+    """Hydra overrides that run a shipped config at another input size (benchmarks): the token grid follows."""
+    grid = image_size // backbone_stride
+    return [
+        f"++model.image_size={image_size}",
+        f"++model.robot_prompt_generator.grid_size={grid}",
+        *(
+            f"++model.memory_attention.layer.{a}.feat_sizes=[{grid},{grid}]"
+            for a in ("self_attention", "cross_attention", "cross_attention_structure")
+        ),
+    ]
+
+
+def compile_image_encoder(model, backend: str = "inductor") -> None:
+    """``torch.compile`` the image encoder's forward (the bulk of the FLOPs); state-dict keys do not change.
+
+    One eager pass first: ``sam2``'s position encodings fill a cache on their first call at
+    a size, and filled inside the compiled graph that cache fails a guard on the next call
+    (a second compile).
+    """
+    parameter = next(model.image_encoder.parameters())
+    with torch.no_grad():
+        model.image_encoder(torch.zeros(1, 3, model.image_size, model.image_size, device=parameter.device, dtype=parameter.dtype))
+    model.image_encoder.forward = torch.compile(model.image_encoder.forward, dynamic=False, backend=backend)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from segmentation.labels import TARGETS
-from segmentation.robotseg.build import CONFIGS, build_robotseg_video_predictor
+from segmentation.robotseg.build import CONFIGS, build_robotseg_video_predictor, compile_image_encoder
 from segmentation.robotseg.checkpoint import CheckpointError, checkpoint_kind, read_state_dict
 from segmentation.robotseg.predictor import RobotSegVideoPredictor
 from segmentation.robotseg.prompts import PromptFile, PromptFileError, load_prompt_file
@@ -48,7 +48,7 @@ class RobotSegOptions:
     mode: str = "automatic"  # automatic (Robot Prompt Generator) | prompted (clicks/boxes from `prompts`)
     prompts: str | None = None  # prompt file (JSON, see segmentation.robotseg.prompts) for mode=prompted
     missing_prompts: str = "automatic"  # prompted mode, clip without prompts: automatic | error | empty
-    chunk_size: int = 8  # frames per image-encoder batch
+    chunk_size: int = 8  # unused by RobotSeg (its predictor encodes frame by frame, as the release); kept for old recipes
     bf16: bool = True  # bf16 autocast on CUDA
     compile: bool = False  # torch.compile the image encoder
     refine: bool = False  # the release's guided-filter edge refinement (every frame but the first prompted one)
@@ -161,7 +161,7 @@ class RobotSegMaskSource(MaskSource):
         o = self.options
         predictor = build_robotseg_video_predictor(o.config, o.checkpoint, resolve_device(o.device), fill_holes=o.fill_holes)
         if o.compile:
-            predictor.image_encoder.forward = torch.compile(predictor.image_encoder.forward, dynamic=False)
+            compile_image_encoder(predictor)
         return predictor
 
     def segment(self, model: RobotSegVideoPredictor, clip: CameraClip) -> np.ndarray:
