@@ -56,7 +56,7 @@ def config_path(config_file: str) -> pathlib.Path:
     return CONFIG_DIR / CONFIGS[name]
 
 
-def _instantiate(config_file: str, overrides: list[str], device: str | torch.device, mode: str):
+def _instantiate(config_file: str, overrides: list[str]):
     cfg = OmegaConf.load(config_path(config_file))
     if overrides:
         ConfigLoaderImpl._apply_overrides_to_config(OverridesParser.create().parse_overrides(list(overrides)), cfg)
@@ -87,7 +87,7 @@ def build_robotseg(
 ):
     """The image model (:class:`~segmentation.robotseg.model.RobotSegBase`), as the release's ``build_robotseg``."""
     overrides = list(POSTPROCESSING if apply_postprocessing else ()) + list(hydra_overrides_extra)
-    return _finish(_instantiate(config_file, overrides, device, mode), ckpt_path, device, mode)
+    return _finish(_instantiate(config_file, overrides), ckpt_path, device, mode)
 
 
 def build_robotseg_video_predictor(
@@ -116,7 +116,7 @@ def build_robotseg_video_predictor(
             f"++model.fill_hole_area={FILL_HOLE_AREA if fill_holes else 0}",
         ]
     overrides += list(hydra_overrides_extra)
-    return _finish(_instantiate(config_file, overrides, device, mode), ckpt_path, device, mode)
+    return _finish(_instantiate(config_file, overrides), ckpt_path, device, mode)
 
 
 def checkpoint_report(model) -> CheckpointReport | None:

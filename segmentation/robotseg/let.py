@@ -492,7 +492,7 @@ def finetune(
     evaluate: Callable[[RobotSeg, int], dict] | None = None,
     eval_every: int = 0,
 ) -> dict:
-    """Train RobotSeg on ``clips`` per ``options``; saves ``last.pt`` every ``save_every`` steps and ``robotseg.pt`` at the end.
+    """Train RobotSeg on ``clips`` per ``options``; saves ``last.pt`` every ``save_every`` steps and ``robotseg_finetuned.pt`` at the end.
 
     Resumes from ``out_dir/last.pt`` when it exists (``resume``). ``evaluate(model, step)``
     (every ``eval_every`` steps) adds its dict to the returned history. Returns

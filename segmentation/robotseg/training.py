@@ -157,7 +157,7 @@ def clip_losses(outputs: list[StepOutput], masks: torch.Tensor, weights: LossWei
     """Loss of a clip's predictions against ``masks`` ``(B, T, S, S)`` bool; ``(total, terms)``.
 
     Multi-mask outputs are scored by their best candidate (as SAM 2 trains), the IoU head
-    on every candidate, and each SEMA structure map against the mask boundary.
+    on every candidate, and each memory-attention layer's structure map against the mask boundary.
     """
     terms = {"mask": [], "iou": [], "object_score": [], "structure": []}
     for i, output in enumerate(outputs):
