@@ -29,7 +29,7 @@ records of a compiled model include a recompile for autocast there, not in the t
 ``dynamo_graphs_so_far`` counts the graphs compiled in the section: one per size and effective dtype
 means no recompile happened inside the timed runs.
 
-``--dry-run`` runs everything on the CPU at tiny sizes (RobotSeg ``tiny_config()`` at 64
+``--dry-run`` runs everything on the CPU at tiny sizes (RobotSeg ``robotseg-tiny`` at 64
 and 128 px, a tiny SAM 3, the tests' tiny SD inpainting pipeline at 64 px, a 2-episode
 32 px sample dataset): the same code paths and the same JSON layout with ``"dry_run": true``,
 so the suite is known to work before a GPU is there. Its numbers say nothing about speed.
