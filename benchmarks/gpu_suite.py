@@ -4,7 +4,7 @@ On one CUDA GPU, in under 8 minutes (``--total-seconds``, default 470), it measu
 
 * ``robotseg``: RobotSeg video-inference frames/s at 512 and 1024 px model input, fp32 and
   bf16 autocast, with and without ``torch.compile`` of the image encoder (the published
-  architecture, ``robotseg_config("robotseg_hiera_t")`` with its ``image_size`` set; random
+  architecture, ``robotseg-infer`` (the release's config) with its ``image_size`` set; random
   weights unless ``--robotseg-checkpoint``);
 * ``sam3``: SAM 3 video frames/s through ``segmentation.sam3_source.Sam3Video`` (the
   ``sam3`` mask source's model wrapper), text prompts for the robot and two objects
@@ -29,7 +29,7 @@ records of a compiled model include a recompile for autocast there, not in the t
 ``dynamo_graphs_so_far`` counts the graphs compiled in the section: one per size and effective dtype
 means no recompile happened inside the timed runs.
 
-``--dry-run`` runs everything on the CPU at tiny sizes (RobotSeg ``tiny_config()`` at 64
+``--dry-run`` runs everything on the CPU at tiny sizes (RobotSeg ``robotseg-tiny`` at 64
 and 128 px, a tiny SAM 3, the tests' tiny SD inpainting pipeline at 64 px, a 2-episode
 32 px sample dataset): the same code paths and the same JSON layout with ``"dry_run": true``,
 so the suite is known to work before a GPU is there. Its numbers say nothing about speed.
@@ -202,23 +202,17 @@ def section_environment(args) -> dict:
 
 def section_robotseg(args, section: Section) -> None:
     """RobotSeg frames/s: model sizes x (fp32, bf16) x (eager, compiled)."""
-    import dataclasses
     import statistics
 
     import torch
     from torch._dynamo.utils import counters
 
-    from segmentation.robotseg import (
-        InferenceOptions,
-        build_robotseg,
-        robotseg_config,
-        segment_video,
-        tiny_config,
-    )
+    from segmentation.robotseg import InferenceOptions, build_robotseg_video_predictor, segment_video
+    from segmentation.robotseg.build import compile_image_encoder, size_overrides
     from segmentation.robotseg.synthetic import render_synthetic_clip
 
     device = _device(args)
-    base = tiny_config() if args.dry_run else robotseg_config("robotseg_hiera_t")
+    base = "robotseg-tiny" if args.dry_run else "robotseg-infer"
     sizes = args.robotseg_sizes or ([64, 128] if args.dry_run else [512, 1024])
     frames_count = args.robotseg_frames or (4 if args.dry_run else 16)
     chunk = 2 if args.dry_run else 8
@@ -228,7 +222,7 @@ def section_robotseg(args, section: Section) -> None:
     frames = render_synthetic_clip(frames_count, frame_size, seed=0).frames
     section.data.update(
         weights=args.robotseg_checkpoint or "random (torch.manual_seed(0))",
-        config=("tiny_config()" if args.dry_run else "robotseg_config('robotseg_hiera_t')") + " with image_size set per record",
+        config=f"{base} (segmentation/robotseg/configs) with image_size set per record",
         targets=["robot"],
         frames=frames_count,
         frame_size=list(frame_size),
@@ -247,13 +241,13 @@ def section_robotseg(args, section: Section) -> None:
     def model_at(size: int, compiled: bool):
         key = (size, compiled)
         if key not in models:
-            torch.manual_seed(0)
-            config = dataclasses.replace(base, image_size=size)
-            model = build_robotseg(config, args.robotseg_checkpoint, device)
+            model = build_robotseg_video_predictor(
+                base, args.robotseg_checkpoint, device, hydra_overrides_extra=size_overrides(size)
+            )
             if compiled:
                 # What segmentation.compile: true does (the dry run: another backend, tracing
                 # without code generation).
-                model.enable_compile(backend)
+                compile_image_encoder(model, backend)
             models[key] = model
         return models[key]
 
@@ -265,6 +259,7 @@ def section_robotseg(args, section: Section) -> None:
             options = InferenceOptions(chunk_size=chunk, bf16=bf16)  # compiled models carry their compiled encoder
             start = time.perf_counter()
             for _ in range(2):  # warm-up (and compile); a second call shows any recompile outside the timing
+                torch.manual_seed(0)
                 segment_video(model, frames[: max(2, chunk)], targets=["robot"], options=options)
             _sync(device)
             warmup = time.perf_counter() - start
@@ -272,6 +267,7 @@ def section_robotseg(args, section: Section) -> None:
             times = []
             for _ in range(repeats):
                 start = time.perf_counter()
+                torch.manual_seed(0)
                 labels = segment_video(model, frames, targets=["robot"], options=options)
                 _sync(device)
                 times.append(time.perf_counter() - start)

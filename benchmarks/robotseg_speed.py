@@ -15,7 +15,6 @@ Writes ``benchmarks/results/robotseg_speed.json`` (one record per setting).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import pathlib
 import platform
@@ -28,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from segmentation.robotseg import InferenceOptions, robotseg_config, segment_video  # noqa: E402
-from segmentation.robotseg.model import robotseg_from_config  # noqa: E402
+from segmentation.robotseg import InferenceOptions, build_robotseg_video_predictor, segment_video  # noqa: E402
+from segmentation.robotseg.build import compile_image_encoder, size_overrides  # noqa: E402
 from segmentation.robotseg.synthetic import render_synthetic_clip  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "robotseg_speed.json"
@@ -80,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-frames", type=int, default=4)
     parser.add_argument("--cpu-size", type=int, default=512)
-    parser.add_argument("--cpu-chunks", type=int, nargs="+", default=[1, 4])
+    # The predictor encodes one frame at a time (as the release): chunk sizes no longer change RobotSeg's speed.
+    parser.add_argument("--cpu-chunks", type=int, nargs="+", default=[1])
     parser.add_argument("--cuda-frames", type=int, default=48)
-    parser.add_argument("--cuda-chunks", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--cuda-chunks", type=int, nargs="+", default=[1])
     parser.add_argument("--targets", nargs="+", default=["robot"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-cpu", action="store_true")
@@ -93,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     if torch.cuda.is_available():
         device = torch.device("cuda")
-        model = robotseg_from_config(robotseg_config("robotseg_hiera_t")).to(device).eval()
         frames = render_synthetic_clip(args.cuda_frames, (480, 640), seed=0).frames
         for compile_encoder in (False, True):
+            model = build_robotseg_video_predictor("robotseg-infer", None, device)
+            if compile_encoder:
+                compile_image_encoder(model)
             for bf16 in (True, False):
                 for chunk in args.cuda_chunks:
                     options = InferenceOptions(chunk_size=chunk, bf16=bf16, compile=compile_encoder)
@@ -105,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.empty_cache()
     if not args.skip_cpu:
         device = torch.device("cpu")
-        config = dataclasses.replace(robotseg_config("robotseg_hiera_t"), image_size=args.cpu_size)
-        model = robotseg_from_config(config).eval()
+        model = build_robotseg_video_predictor(
+            "robotseg-infer", None, device, hydra_overrides_extra=size_overrides(args.cpu_size)
+        )
         frames = render_synthetic_clip(args.cpu_frames, (480, 640), seed=0).frames
         for chunk in args.cpu_chunks:
             records.append(run(model, frames, args.targets, InferenceOptions(chunk_size=chunk, bf16=False), device, args.repeats))

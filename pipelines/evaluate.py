@@ -372,14 +372,14 @@ def evaluate_robotseg(
     """RobotSeg's protocol on a VRS split: per setting, every video's targets prompted from ground truth, tracked, scored.
 
     ``predictor`` is a ``RobotSegVideoPredictor``; with ``pred`` (stored predictions)
-    nothing runs and the one setting is ``pred``. Each target is scored from its first
-    frame with ground truth, first and last of those frames skipped.
+    nothing runs and the one setting is ``pred``. Each target is scored on every frame from
+    its first frame with ground truth on (the release's ``eval_auto_semi.sh`` passes
+    ``--do_not_skip_first_and_last_frame``), predictions refined as the release's script does.
     """
     if gt.kind != "vrs":
         raise EvalInputError(f"{gt.path}: --protocol robotseg reads VRS folders (image/<video>/, mask_gt/<video>/<000|001|002>/)")
     # torch and the model only when the protocol runs: plain `eval` stays light.
     from segmentation.robotseg import protocol
-    from segmentation.robotseg.predictor import load_video_frames
 
     videos = [e for e in gt.episodes(gt.cameras) if any(t in e.clips[VRS_CAMERA].objects for t in targets)]
     if pred is not None:
@@ -399,7 +399,7 @@ def evaluate_robotseg(
             image_dir = vrs_image_dir(gt, video.key)
             if not image_dir.is_dir():
                 raise EvalInputError(f"{image_dir}: no frames for video {video.key}")
-            frames = load_video_frames(image_dir)
+            frames = _load_vrs_frames(image_dir)
             frame_ids = tuple(sorted(int(p.stem) for p in image_dir.iterdir() if p.stem.isdigit()))
             if len(frame_ids) != len(frames):
                 raise EvalInputError(f"{image_dir}: frame files must be named by their index (00000.jpg, ...)")
@@ -427,12 +427,22 @@ def evaluate_robotseg(
     return results
 
 
+def _load_vrs_frames(image_dir: pathlib.Path) -> np.ndarray:
+    """A VRS video's frames ``(T, H, W, 3)`` uint8 RGB, ordered by the integer in their names."""
+    from segmentation.robotseg.video import load_frame_folder
+
+    try:
+        return load_frame_folder(image_dir)
+    except ValueError as error:
+        raise EvalInputError(str(error)) from None
+
+
 def _protocol_episode(pred: MaskEpisode, gt: MaskEpisode, targets: Sequence[str], where) -> metrics.EpisodeScores | None:
     wanted = {t: o for t, o in gt.clips[VRS_CAMERA].objects.items() if t in targets and o.masks.any()}
     if not wanted:
         return None
     gt = MaskEpisode(gt.key, {VRS_CAMERA: LabelClip(wanted)})
-    return _score_episode(pred, gt, skip_first_last=True, pred_path=pathlib.Path(str(where)), from_first_present=True)
+    return _score_episode(pred, gt, skip_first_last=False, pred_path=pathlib.Path(str(where)), from_first_present=True)
 
 
 def _overall(scored: list[metrics.EpisodeScores], path: pathlib.Path) -> metrics.EvalResult:
@@ -469,7 +479,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "mask_gt/<video>/<000|001|002>/<frame>.png); each target is prompted from its ground truth on its first "
             "present frame (AU automatic, 1C one click at the mask's interior centre, 3C three clicks at the largest "
             "error regions, BB the box), tracked with RobotSeg (--config/--checkpoint), and scored from that frame "
-            "(first and last scored frame skipped); with --pred, stored predictions are scored by the same rules."
+            "(every frame from it on, refined as the release's script refines them); with --pred, stored predictions are scored by the same rules."
         ),
     )
     parser.add_argument(
@@ -524,7 +534,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--allow-random-init", action="store_true", help="run without a checkpoint (tests only: random weights)"
     )
     robotseg.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    robotseg.add_argument("--chunk-size", type=int, default=8, help="frames per image-encoder batch (default 8)")
     parser.set_defaults(handler=run_eval)
 
 
@@ -587,19 +596,13 @@ def _run_robotseg_protocol(args: argparse.Namespace) -> int:
         if pred is None:
             if args.checkpoint is None and not args.allow_random_init:
                 raise EvalInputError("--checkpoint: required to run RobotSeg (or --pred to score stored predictions)")
+            from segmentation.robotseg.build import build_robotseg_video_predictor
             from segmentation.robotseg.checkpoint import CheckpointError
-            from segmentation.robotseg.predictor import build_robotseg_video_predictor
             from segmentation.robotseg.source import resolve_device
-            from segmentation.robotseg.video import InferenceOptions
 
             try:
-                predictor = build_robotseg_video_predictor(
-                    args.config,
-                    args.checkpoint,
-                    resolve_device(args.device),
-                    options=InferenceOptions(chunk_size=args.chunk_size),
-                )
-            except (CheckpointError, KeyError) as error:
+                predictor = build_robotseg_video_predictor(args.config, args.checkpoint, resolve_device(args.device))
+            except (CheckpointError, ValueError) as error:
                 raise EvalInputError(f"--checkpoint/--config: {error}") from None
         results = evaluate_robotseg(gt, predictor, settings, targets, pred=pred)
     except EvalInputError as error:

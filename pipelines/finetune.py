@@ -7,7 +7,7 @@ clip of each episode is one video, every frame labelled). ``--label-every`` then
 the first labelled frame of each clip only (0, the default) or every k-th one.
 
 Writes ``<out>/last.pt`` (model, optimizer, step: the run resumes from it) and, at the
-end, ``<out>/robotseg.pt``, which ``build_robotseg``, ``eval --protocol robotseg`` and
+end, ``<out>/robotseg_finetuned.pt``, which ``build_robotseg``, ``eval --protocol robotseg`` and
 recipes (``segmentation.checkpoint``) load.
 """
 
@@ -103,7 +103,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "backward to frame 0, against the first-frame mask), semantic consistency (masked features of every frame "
             "toward the first frame's), patch consistency (pseudo-masks propagated by a frozen backbone's patch "
             "similarity), plus the supervised loss on labelled frames. Writes OUT/last.pt (resumed from when present) "
-            "and OUT/robotseg.pt, loadable by recipes (segmentation.checkpoint) and `eval --protocol robotseg`."
+            "and OUT/robotseg_finetuned.pt (the release's format and key names; never named robotseg.pt), loadable by recipes (segmentation.checkpoint) and `eval --protocol robotseg`."
         ),
     )
     data = parser.add_argument_group("data")
@@ -124,7 +124,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="ground truth kept on the first labelled frame of each clip (0, default) or on every K-th frame (1 = all: fully supervised)",
     )
     model = parser.add_argument_group("model")
-    model.add_argument("--out", required=True, help="output folder for last.pt and robotseg.pt")
+    model.add_argument("--out", required=True, help="output folder for last.pt and robotseg_finetuned.pt")
     model.add_argument("--config", default=d.config, help=f"RobotSeg config: robotseg_hiera_t or tiny (default {d.config})")
     model.add_argument(
         "--init",
@@ -213,7 +213,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def options_from_args(args: argparse.Namespace):
     """The :class:`FinetuneOptions` of parsed arguments; raises :class:`FinetuneInputError` naming a bad option."""
-    from segmentation.robotseg.config import CONFIGS
+    from segmentation.robotseg.build import CONFIGS
     from segmentation.robotseg.let import FinetuneOptions, PatchPropagation
 
     if args.config not in CONFIGS:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from segmentation.labels import target_mask
-from segmentation.robotseg import build_robotseg
+from segmentation.robotseg import build_robotseg, build_robotseg_video_predictor
 from segmentation.robotseg.let import (
     FinetuneOptions,
     LetWeights,
@@ -136,7 +136,7 @@ def test_first_frame_loss_alone_never_reaches_the_memory_attention(batch):
     # memory path learns nothing: what the consistency losses are for.
     images, masks = batch
     torch.manual_seed(0)
-    model = build_robotseg("tiny").train()
+    model = build_robotseg("tiny", device="cpu", mode="train", apply_postprocessing=False)
     labelled = torch.tensor([True, False, False])
     total, losses = let_losses(model, images, masks, labelled, "robot", None)
     total.backward()
@@ -148,7 +148,7 @@ def test_first_frame_loss_alone_never_reaches_the_memory_attention(batch):
 def test_each_consistency_loss_trains_the_memory_path(batch, term):
     images, masks = batch
     torch.manual_seed(0)
-    model = build_robotseg("tiny").train()
+    model = build_robotseg("tiny", device="cpu", mode="train", apply_postprocessing=False)
     backbone = build_patch_backbone("self", model)
     clip = forward_backward(model, images, "robot")
     g0 = masks[:, :1].float()
@@ -167,20 +167,22 @@ def test_each_consistency_loss_trains_the_memory_path(batch, term):
     trained = grads(model)
     for name in (
         "memory_attention.layers.0.cross_attn_image.k_proj.weight",  # SEMA's temporal branch
-        "memory_attention.layers.1.structure.cross_attn_memory.q_proj.weight",  # its structure branch
-        "memory_attention.layers.1.alpha",
+        "memory_attention.layers.1.cross_attn_structure.q_proj.weight",  # its structure branch
+        "memory_attention.layers.1.ms_pyramid.conv5.dw.weight",
+        "memory_attention.layers.1.structure_strength",
         "memory_encoder.fuser.layers.0.dwconv.weight",
-        "sam_mask_decoder.output_hypernetworks_mlps.0.layers.0.weight",
-        "prompt_generator.object_proj.weight",
+        "sam_mask_decoder.robot_token_embedding.weight",
     ):
         assert name in trained, (term, name)
+    # Auto mode decodes multimask (tokens 1-3, as the release): some hypernetwork of those learns.
+    assert any(n.startswith("sam_mask_decoder.output_hypernetworks_mlps.") for n in trained)
     assert not any(p.grad is not None for p in backbone.parameters())  # the patch backbone stays frozen
 
 
 def test_frozen_parts_get_no_gradient_and_do_not_move(batch):
     images, masks = batch
     torch.manual_seed(0)
-    model = build_robotseg("tiny").train()
+    model = build_robotseg("tiny", device="cpu", mode="train", apply_postprocessing=False)
     assert freeze_parameters(model, ["image_encoder", "sam_prompt_encoder"]) > 0
     before = {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith("image_encoder.")}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
@@ -216,13 +218,16 @@ def test_checkpoints_resume_and_load_into_build_robotseg(tmp_path):
     clips = synthetic_clips(2)
     first = finetune(options, clips)
     assert [r["step"] for r in first["history"]] == [1, 2]
-    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert state["step"] == 2 and "optimizer" in state
     # Asked for 3 steps, the run continues from step 2 (one more step), not from scratch.
     resumed = finetune(dataclasses.replace(options, steps=3), clips)
     assert [r["step"] for r in resumed["history"]] == [1, 2, 3]
-    loaded = build_robotseg("tiny", str(tmp_path / "robotseg.pt"), strict=True)
-    trained = torch.load(tmp_path / "robotseg.pt", weights_only=False)["model"]
+    assert not (tmp_path / "robotseg.pt").exists()  # never mistaken for the authors' file
+    loaded = build_robotseg_video_predictor("tiny", str(tmp_path / "robotseg_finetuned.pt"), device="cpu")
+    payload = torch.load(tmp_path / "robotseg_finetuned.pt", weights_only=True)
+    assert list(payload) == ["model"]  # the release's format
+    trained = payload["model"]
     assert all(torch.equal(v, trained[k]) for k, v in loaded.state_dict().items())
 
 
@@ -289,8 +294,8 @@ def test_finetune_on_vrs_folders(tmp_path):
         )
         == 0
     )
-    assert (out / "robotseg.pt").is_file() and (out / "last.pt").is_file()
-    build_robotseg("tiny", str(out / "robotseg.pt"), strict=True)
+    assert (out / "robotseg_finetuned.pt").is_file() and (out / "last.pt").is_file()
+    build_robotseg_video_predictor("tiny", str(out / "robotseg_finetuned.pt"), device="cpu")
 
 
 def test_finetuned_checkpoint_runs_in_a_recipe(sample_dir, tmp_path):
@@ -318,7 +323,7 @@ def test_finetuned_checkpoint_runs_in_a_recipe(sample_dir, tmp_path):
         )
         == 0
     )
-    checkpoint = out / "robotseg.pt"
+    checkpoint = out / "robotseg_finetuned.pt"
     status = run_cli(
         "run",
         "configs/segment_robotseg.yaml",

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from segmentation.labels import target_mask
-from segmentation.robotseg import build_robotseg, segment_video
+from segmentation.robotseg import build_robotseg_video_predictor, segment_video
 from segmentation.robotseg.synthetic import SyntheticClip, render_synthetic_clip
 from segmentation.robotseg.training import train_step
 from segmentation.robotseg.video import preprocess
@@ -58,7 +58,7 @@ def test_tiny_robotseg_learns_to_segment_rendered_robots():
         clips = training_clips()
         images = torch.stack([preprocess(c.frames, SIZE, torch.device("cpu")) for c in clips])
         masks = torch.stack([torch.from_numpy(target_mask(c.labels, "robot")) for c in clips])
-        model = build_robotseg("tiny")
+        model = build_robotseg_video_predictor("tiny", device="cpu", mode="train")
         before = video_iou(model, clips)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
         rng = np.random.default_rng(0)
@@ -77,20 +77,19 @@ def test_tiny_robotseg_learns_to_segment_rendered_robots():
         torch.set_num_threads(threads)
 
     print(f"video IoU {iou:.3f} after {step} steps (untrained {before:.3f})")
-    # Training went through SEMA (both branches and the fusion), RPG and the decoder.
-    layers = range(model.config.memory_layers)
+    # Training went through the memory attention (both branches and the gate), the robot tokens and the decoder.
+    layers = range(len(model.memory_attention.layers))
     for name in (
-        *(f"memory_attention.layers.{i}.structure.head.weight" for i in layers),
-        *(f"memory_attention.layers.{i}.structure.cross_attn_memory.q_proj.weight" for i in layers),
-        *(f"memory_attention.layers.{i}.structure.scales.0.0.weight" for i in layers),
-        *(f"memory_attention.layers.{i}.alpha" for i in layers),
+        *(f"memory_attention.layers.{i}.structure_head.weight" for i in layers),
+        *(f"memory_attention.layers.{i}.cross_attn_structure.q_proj.weight" for i in layers),
+        *(f"memory_attention.layers.{i}.ms_pyramid.conv3.dw.weight" for i in layers),
+        *(f"memory_attention.layers.{i}.structure_strength" for i in layers),
         *(f"memory_attention.layers.{i}.cross_attn_image.k_proj.weight" for i in layers),
-        "prompt_generator.class_tokens",
-        "prompt_generator.empty_memory_token.weight",
-        "prompt_generator.object_proj.weight",
+        "sam_mask_decoder.robot_token_embedding.weight",
+        "robot_prompt_generator.no_memory_prompt_embeddings_fg.weight",
         "sam_mask_decoder.transformer.layers.0.self_attn.q_proj.weight",
-        "sam_mask_decoder.output_hypernetworks_mlps.0.layers.0.weight",
         "image_encoder.trunk.patch_embed.proj.weight",
     ):
         assert name in trained, name
+    assert any(n.startswith("sam_mask_decoder.output_hypernetworks_mlps.") for n in trained)
     assert iou >= TARGET_IOU, f"IoU {iou:.3f} after {step} steps (untrained: {before:.3f})"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from pipelines.episode import decode_image
-from segmentation.robotseg import build_robotseg
+from segmentation.robotseg import build_robotseg_video_predictor
 from segmentation.robotseg.checkpoint import save_checkpoint
 from tests.conftest import IN_PROCESS, read_report, run_cli
 from tests.rlds_helpers import provenance, raw_examples
@@ -34,7 +35,7 @@ def segment(sample_dir, out, checkpoint, *extra):
 
 def test_robotseg_recipe_writes_mask_features(sample_dir, tmp_path):
     checkpoint = tmp_path / "tiny_robotseg.pt"
-    save_checkpoint(build_robotseg(config="tiny"), checkpoint)
+    save_checkpoint(build_robotseg_video_predictor("tiny", device="cpu"), checkpoint)
     out = tmp_path / "out"
 
     assert segment(sample_dir, out, checkpoint, "--set", "segmentation.strict_checkpoint=true") == 0
@@ -65,3 +66,12 @@ def test_unreadable_checkpoint_is_an_error_at_start(sample_dir, tmp_path, capsys
     broken.write_bytes(b"this is not a torch checkpoint")
     assert segment(sample_dir, tmp_path / "out", broken) == 2
     assert str(broken) in capsys.readouterr().err
+
+
+def test_checkpoint_missing_a_key_exits_2_naming_it(sample_dir, tmp_path, capsys):
+    state = build_robotseg_video_predictor("tiny", device="cpu").state_dict()
+    del state["sam_mask_decoder.robot_token_embedding.weight"]
+    torch.save({"model": state}, tmp_path / "partial.pt")
+    assert segment(sample_dir, tmp_path / "out", tmp_path / "partial.pt") == 2
+    assert "sam_mask_decoder.robot_token_embedding.weight" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

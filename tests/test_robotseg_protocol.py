@@ -9,10 +9,9 @@ import pathlib
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from segmentation.labels import target_mask
-from segmentation.robotseg import build_robotseg, save_checkpoint
+from segmentation.robotseg import build_robotseg_video_predictor, save_checkpoint
 from segmentation.robotseg.protocol import Click, box_of, first_present, interior_point, next_click
 from segmentation.robotseg.synthetic import render_synthetic_clip
 from tests.conftest import run_cli
@@ -79,9 +78,8 @@ def write_vrs_split(root: pathlib.Path, videos: int = 2, frames: int = 5) -> dic
 def test_eval_protocol_robotseg_runs_every_setting_and_writes_the_per_video_csv(tmp_path, capsys):
     split = tmp_path / "VRS" / "test"
     write_vrs_split(split)
-    torch.manual_seed(0)
     checkpoint = tmp_path / "tiny.pt"
-    save_checkpoint(build_robotseg("tiny"), checkpoint)
+    save_checkpoint(build_robotseg_video_predictor("tiny", device="cpu"), checkpoint)
     table, scores = tmp_path / "scores.csv", tmp_path / "scores.json"
     status = run_cli(
         "eval",
@@ -105,7 +103,7 @@ def test_eval_protocol_robotseg_runs_every_setting_and_writes_the_per_video_csv(
     assert {(r["video"], r["setting"], r["target"]) for r in rows} == {
         (f"video_{v}", s, t) for v in range(2) for s in ("AU", "1C", "3C", "BB") for t in FOLDERS
     }
-    assert all(int(r["frames"]) == 3 for r in rows)  # 5 frames, from frame 0: the first and last skipped
+    assert all(int(r["frames"]) == 5 for r in rows)  # every frame from the prompt frame (0) on, as the release scores
     assert all(0.0 <= float(r["JF"]) <= 100.0 for r in rows)
     payload = json.loads(scores.read_text())
     assert payload["protocol"] == "robotseg" and set(payload["settings"]) == {"AU", "1C", "3C", "BB"}
@@ -128,9 +126,9 @@ def test_eval_protocol_robotseg_scores_stored_predictions_from_the_first_present
     table = tmp_path / "pred.csv"
     assert run_cli("eval", "--protocol", "robotseg", "--gt", split, "--pred", pred, "--csv", table) == 0
     rows = {r["target"]: r for r in csv.DictReader(table.open())}
-    # Frames 1 and 2 of the gripper are before/at its prompt frame: scored frames 3, 4.
-    assert rows["gripper"]["frames"] == "2" and float(rows["gripper"]["JF"]) == 100.0
-    assert rows["robot"]["frames"] == "4" and float(rows["robot"]["JF"]) == 100.0
+    # The gripper is scored from its first ground-truth frame (2) on, the robot on all 6 frames.
+    assert rows["gripper"]["frames"] == "4" and float(rows["gripper"]["JF"]) == 100.0
+    assert rows["robot"]["frames"] == "6" and float(rows["robot"]["JF"]) == 100.0
 
 
 def test_eval_protocol_robotseg_needs_a_checkpoint(tmp_path, capsys):

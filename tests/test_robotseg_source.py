@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from segmentation.labels import BACKGROUND, BODY
-from segmentation.robotseg import build_robotseg, save_checkpoint
+from segmentation.robotseg import build_robotseg_video_predictor, save_checkpoint
 from segmentation.robotseg.source import RobotSegMaskSource, RobotSegOptions
 from segmentation.robotseg.synthetic import render_synthetic_clip
 from segmentation.sources import CameraClip, SourceConfigError, mask_source_class
@@ -27,8 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    torch.manual_seed(0)
-    model = build_robotseg("tiny")
+    model = build_robotseg_video_predictor("tiny", device="cpu")
     with torch.no_grad():  # object always "present", so masks are not blanked
         model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(20.0)
     path = tmp_path / "tiny.pt"
@@ -66,6 +65,11 @@ def test_check_names_bad_checkpoints(tmp_path, checkpoint):
     with pytest.raises(SourceConfigError, match="garbage.pt"):
         tiny_source(checkpoint=str(garbage)).check({}, ["image_0"])
     tiny_source(checkpoint=str(checkpoint)).check({}, ["image_0"])
+    state = torch.load(checkpoint, weights_only=True)["model"]
+    del state["robot_prompt_generator.no_memory_prompt_embeddings_fg.weight"]
+    torch.save({"model": state}, tmp_path / "partial.pt")
+    with pytest.raises(SourceConfigError, match="robot_prompt_generator.no_memory_prompt_embeddings_fg.weight"):
+        tiny_source(checkpoint=str(tmp_path / "partial.pt")).check({}, ["image_0"])
 
 
 @pytest.mark.parametrize(
@@ -88,7 +92,7 @@ def test_check_names_bad_options(options, message):
 def test_load_model_and_segment_a_clip(checkpoint):
     source = tiny_source(checkpoint=str(checkpoint), model_targets=["robot"], chunk_size=3)
     model = source.load_model()
-    assert weakref.ref(model)() is model
+    assert weakref.ref(model)() is model and model.checkpoint_report.ok
     assert not model.training and model.device.type == "cpu"
     clip = render_synthetic_clip(5, (72, 90), seed=2)
     labels = source.segment(model, CameraClip("ep0", "image_0", clip.frames))

@@ -1,14 +1,20 @@
-"""Loading and saving RobotSeg weights, with a report of what matched.
+"""Loading and saving RobotSeg weights: strict for RobotSeg checkpoints, reported for SAM 2.1 ones.
 
-The official ``robotseg.pt`` cannot be downloaded on our machines, so its key names are
-not known for certain. Loading therefore never fails silently: every load returns a
-:class:`CheckpointReport` (matched, missing, unexpected, shape-mismatched and renamed
-keys), logs its summary, and ``strict=True`` raises on any mismatch. Known and
-plausible naming differences are rewritten by the rules in :data:`KEY_RENAMES`.
+A checkpoint is read with ``torch.load(..., weights_only=True)`` (plain tensors only, no
+code) and sorted into one of three kinds by its keys:
 
-A SAM 2.1 checkpoint (``sam2.1_hiera_tiny.pt``) fills every SAM 2 weight; only the
-RobotSeg-only keys (:data:`ROBOTSEG_ONLY_KEYS`) stay missing, which the report lists
-separately (:attr:`CheckpointReport.missing_sam2`).
+* **RobotSeg** (the release's ``robotseg.pt``, or one written by our ``finetune``): it has
+  RobotSeg-only keys (:data:`ROBOTSEG_ONLY_KEYS`). It must fill every model key with the
+  right shape and hold nothing else, exactly as the release's loader demands; anything
+  else raises :class:`CheckpointError` naming the keys.
+* **SAM 2.1** (``sam2.1_hiera_tiny.pt``): no RobotSeg-only key. Every SAM 2 key of the model
+  must match; the 114 RobotSeg-only keys keep their (seeded) initialisation, and the
+  :class:`CheckpointReport` lists them as missing.
+* **an oxe-augment checkpoint from before the release's layout** (``prompt_generator.*``,
+  ``memory_attention.layers.N.alpha``/``structure.*``): refused. Its structure branch and
+  prompt generator computed something else, so no renaming turns it into RobotSeg weights.
+
+Checkpoints are saved as the release's: ``{"model": state_dict}``.
 """
 
 from __future__ import annotations
@@ -24,33 +30,21 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-#: Checkpoint-key rewrites, applied in order: ``(regex, replacement)``. The first three
-#: undo wrappers (DistributedDataParallel, a ``model.`` prefix, ``torch.compile``); the
-#: rest map plausible names of the official release's SEMA and RPG modules onto ours.
-KEY_RENAMES: tuple[tuple[str, str], ...] = (
-    (r"^module\.", ""),
-    (r"^model\.", ""),
-    (r"^_orig_mod\.", ""),
-    (
-        r"^memory_attention\.layers\.(\d+)\.(sema|structure_branch|struct_branch|structure_enhance)\.",
-        r"memory_attention.layers.\1.structure.",
-    ),
-    (r"^memory_attention\.layers\.(\d+)\.(fusion_alpha|sema_alpha|structure_alpha)$", r"memory_attention.layers.\1.alpha"),
-    (r"^(robot_prompt_generator|rpg|robot_prompt_gen|prompt_gen)\.", "prompt_generator."),
-    (r"^prompt_generator\.(class_token_bank|class_embed|class_embeddings)$", "prompt_generator.class_tokens"),
-    (r"^prompt_generator\.(no_memory_embed|no_mem_token|empty_token|empty_embed)\.", "prompt_generator.empty_memory_token."),
-    (r"^prompt_generator\.(obj_proj|object_token_proj)\.", "prompt_generator.object_proj."),
+#: Keys only RobotSeg has (the structure branch, the RPG, the decoder's robot tokens).
+ROBOTSEG_ONLY_KEYS = re.compile(
+    r"^(memory_attention\.layers\.\d+\.(structure_strength$|cross_attn_structure\.|ms_pyramid\.|structure_head\.)"
+    r"|robot_prompt_generator\.|sam_mask_decoder\.robot_token_embedding\.)"
 )
-
-#: Keys that exist in RobotSeg but not in SAM 2.1 (SEMA's structure branch and RPG).
-ROBOTSEG_ONLY_KEYS = re.compile(r"^(memory_attention\.layers\.\d+\.(structure\.|alpha$)|prompt_generator\.)")
-
-#: Where a wrapped checkpoint keeps its state dict (SAM 2 uses "model").
+#: Keys of oxe-augment's RobotSeg before it followed the release (not convertible).
+LEGACY_KEYS = re.compile(r"^(prompt_generator\.|memory_attention\.layers\.\d+\.(alpha$|structure\.))")
+#: Wrappers that only prefix names: DistributedDataParallel, torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+#: Where a wrapped checkpoint keeps its state dict (SAM 2 and the release use "model").
 _STATE_DICT_ENTRIES = ("model", "state_dict", "model_state_dict", "module")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint does not fit the model (strict mode) or cannot be read."""
+    """A checkpoint cannot be read, or does not fit the model."""
 
 
 @dataclasses.dataclass
@@ -58,11 +52,11 @@ class CheckpointReport:
     """What loading a checkpoint did, key by key (model-side names)."""
 
     source: str
+    kind: str  # robotseg | sam2
     matched: list[str]
-    missing: list[str]  # in the model, not in the checkpoint
-    unexpected: list[str]  # in the checkpoint (after renaming), not in the model
-    shape_mismatched: list[str]  # "key: checkpoint shape vs model shape"; not loaded
-    renamed: dict[str, str]  # checkpoint key -> model key, for keys a rule rewrote
+    missing: list[str]  # in the model, not in the checkpoint (for sam2: the RobotSeg-only keys)
+    unexpected: list[str]
+    shape_mismatched: list[str]  # "key: checkpoint shape vs model shape"
 
     @property
     def ok(self) -> bool:
@@ -71,21 +65,20 @@ class CheckpointReport:
 
     @property
     def missing_sam2(self) -> list[str]:
-        """Missing keys that belong to the SAM 2 part (should be empty for a SAM 2.1 checkpoint)."""
+        """Missing keys that belong to the SAM 2 part (empty after any successful load)."""
         return [k for k in self.missing if not ROBOTSEG_ONLY_KEYS.match(k)]
 
     def summary(self) -> str:
-        """A few lines for a log: counts, then the first keys of each problem."""
+        """A few lines for a log or an error: counts, then the first keys of each problem."""
         lines = [
-            f"checkpoint {self.source}: {len(self.matched)} keys matched, {len(self.missing)} missing "
+            f"checkpoint {self.source} ({self.kind}): {len(self.matched)} keys matched, {len(self.missing)} missing "
             f"({len(self.missing_sam2)} of them SAM 2 keys), {len(self.unexpected)} unexpected, "
-            f"{len(self.shape_mismatched)} with another shape, {len(self.renamed)} renamed"
+            f"{len(self.shape_mismatched)} with another shape"
         ]
         for title, keys in (
             ("missing", self.missing),
             ("unexpected", self.unexpected),
             ("shape mismatch", self.shape_mismatched),
-            ("renamed", [f"{a} -> {b}" for a, b in self.renamed.items()]),
         ):
             if keys:
                 shown = ", ".join(keys[:8]) + (f", ... ({len(keys) - 8} more)" if len(keys) > 8 else "")
@@ -93,18 +86,10 @@ class CheckpointReport:
         return "\n".join(lines)
 
 
-def canonical_key(key: str) -> str:
-    """``key`` after every rule of :data:`KEY_RENAMES`."""
-    for pattern, replacement in KEY_RENAMES:
-        key = re.sub(pattern, replacement, key)
-    return key
-
-
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The state dict inside a checkpoint file (unwrapping ``{"model": ...}`` and similar).
+    """The state dict inside a checkpoint file (unwrapping ``{"model": ...}``), read with ``weights_only=True``.
 
-    Raises :class:`CheckpointError` naming the file when it is missing, unreadable or
-    holds no tensors.
+    Raises :class:`CheckpointError` naming the file when it is missing, unreadable or holds no tensors.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -112,8 +97,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:
-        # mmap needs the zip format; older torch.save files load without it.
-        try:
+        try:  # mmap needs the zip format; older torch.save files load without it
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
             raise CheckpointError(f"checkpoint {path}: cannot be read by torch.load ({e})") from e
@@ -123,12 +107,17 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def unwrap_state_dict(loaded: Any, source: str = "<state dict>") -> dict[str, torch.Tensor]:
-    """The tensor mapping inside ``loaded``: itself, or its ``model``/``state_dict``/... entry."""
+    """The tensor mapping inside ``loaded``: itself, or its ``model``/``state_dict``/... entry; wrapper prefixes dropped."""
     if isinstance(loaded, Mapping):
         for entry in _STATE_DICT_ENTRIES:
             if isinstance(loaded.get(entry), Mapping):
                 return unwrap_state_dict(loaded[entry], source)
-        tensors = {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+        tensors = {}
+        for key, value in loaded.items():
+            if isinstance(value, torch.Tensor):
+                for prefix in _WRAPPER_PREFIXES:
+                    key = key.removeprefix(prefix)
+                tensors[key] = value
         if tensors:
             return tensors
     raise CheckpointError(
@@ -136,49 +125,56 @@ def unwrap_state_dict(loaded: Any, source: str = "<state dict>") -> dict[str, to
     )
 
 
-def load_checkpoint(
-    model: nn.Module,
-    checkpoint: str | os.PathLike | Mapping[str, Any],
-    strict: bool = False,
-) -> CheckpointReport:
-    """Load ``checkpoint`` (a path or a state dict) into ``model`` and report what matched.
+def checkpoint_kind(state: Mapping[str, torch.Tensor]) -> str:
+    """``robotseg``, ``legacy`` (our old layout) or ``sam2``, from the keys."""
+    if any(LEGACY_KEYS.match(k) for k in state):
+        return "legacy"
+    if any(ROBOTSEG_ONLY_KEYS.match(k) for k in state):
+        return "robotseg"
+    return "sam2"
 
-    Keys are renamed by :data:`KEY_RENAMES`; tensors whose shape differs are skipped.
-    With ``strict`` any missing, unexpected or mis-shaped key raises
-    :class:`CheckpointError` before anything is loaded.
+
+def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike | Mapping[str, Any]) -> CheckpointReport:
+    """Load ``checkpoint`` (a path or a state dict) into ``model``; raise :class:`CheckpointError` unless it fits.
+
+    See the module docstring for the three kinds. Nothing is loaded when it raises.
     """
     if isinstance(checkpoint, Mapping):
         source, state = "<state dict>", unwrap_state_dict(checkpoint)
     else:
         source, state = os.fspath(checkpoint), read_state_dict(checkpoint)
+    kind = checkpoint_kind(state)
+    if kind == "legacy":
+        legacy = sorted(k for k in state if LEGACY_KEYS.match(k))
+        raise CheckpointError(
+            f"checkpoint {source}: written by oxe-augment before RobotSeg followed the release's layout "
+            f"({len(legacy)} keys such as {legacy[0]}); its structure branch and prompt generator computed differently, "
+            "so it cannot be converted. Use the release's robotseg.pt, or fine-tune again from it or from a SAM 2.1 checkpoint."
+        )
     model_state = model.state_dict()
-    to_load: dict[str, torch.Tensor] = {}
-    renamed: dict[str, str] = {}
-    unexpected: list[str] = []
-    mismatched: list[str] = []
+    matched, unexpected, mismatched = [], [], []
     for key, value in state.items():
-        name = canonical_key(key)
-        if name != key:
-            renamed[key] = name
-        if name not in model_state:
-            unexpected.append(name)
-        elif tuple(value.shape) != tuple(model_state[name].shape):
-            mismatched.append(f"{name}: {tuple(value.shape)} vs {tuple(model_state[name].shape)}")
+        if key not in model_state:
+            unexpected.append(key)
+        elif tuple(value.shape) != tuple(model_state[key].shape):
+            mismatched.append(f"{key}: {tuple(value.shape)} vs {tuple(model_state[key].shape)}")
         else:
-            to_load[name] = value
-    missing = [k for k in model_state if k not in to_load and not any(m.startswith(k + ":") for m in mismatched)]
-    report = CheckpointReport(source, sorted(to_load), missing, sorted(unexpected), mismatched, renamed)
-    if strict and not report.ok:
-        raise CheckpointError(f"strict load failed:\n{report.summary()}")
-    model.load_state_dict(to_load, strict=False)
-    (logger.info if report.ok else logger.warning)(report.summary())
+            matched.append(key)
+    loaded = set(matched)
+    missing = [k for k in model_state if k not in loaded and not any(m.startswith(k + ":") for m in mismatched)]
+    report = CheckpointReport(source, kind, sorted(matched), missing, sorted(unexpected), mismatched)
+    problem = report.unexpected or report.shape_mismatched or (report.missing if kind == "robotseg" else report.missing_sam2)
+    if problem:
+        what = "a RobotSeg checkpoint must fill every key" if kind == "robotseg" else "the SAM 2 part must match"
+        raise CheckpointError(f"{what}:\n{report.summary()}")
+    model.load_state_dict({k: state[k] for k in matched}, strict=kind == "robotseg")
+    if kind == "sam2":
+        logger.warning("%s\n  the RobotSeg-only keys keep their seeded initialisation", report.summary())
+    else:
+        logger.info(report.summary())
     return report
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
-    """Save ``model``'s weights as ``{"model": state_dict, "config": {...}}`` (SAM 2's layout)."""
-    payload: dict[str, Any] = {"model": model.state_dict()}
-    config = getattr(model, "config", None)
-    if dataclasses.is_dataclass(config):
-        payload["config"] = dataclasses.asdict(config)
-    torch.save(payload, os.fspath(path))
+    """Save ``model``'s weights in the release's format, ``{"model": state_dict}``."""
+    torch.save({"model": model.state_dict()}, os.fspath(path))

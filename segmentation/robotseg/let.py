@@ -36,11 +36,19 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
-from segmentation.robotseg.checkpoint import load_checkpoint
-from segmentation.robotseg.config import robotseg_config
-from segmentation.robotseg.memory import MemoryBank
-from segmentation.robotseg.model import FrameFeatures, RobotSeg, StepOutput, robotseg_from_config
-from segmentation.robotseg.training import LossWeights, clip_losses, dice_loss
+from segmentation.robotseg.build import build_robotseg_video_predictor
+from segmentation.robotseg.model import RobotSegBase as RobotSeg
+from segmentation.robotseg.predictor import IMAGE_MEAN, IMAGE_STD
+from segmentation.robotseg.training import (
+    ClipFeatures,
+    LossWeights,
+    StepOutput,
+    clip_losses,
+    dice_loss,
+    encode_clips,
+    step_output,
+    track_frames,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -181,8 +189,8 @@ class FrozenImageEncoder(nn.Module):
         super().__init__()
         self.level = level
         self.encoder = copy.deepcopy(model.image_encoder).eval().requires_grad_(False)
-        self.register_buffer("mean", model.pixel_mean.clone(), persistent=False)
-        self.register_buffer("std", model.pixel_std.clone(), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -237,37 +245,23 @@ def build_patch_backbone(name: str, model: RobotSeg, spec: str | None = None) ->
 class ClipPass:
     """Forward and backward predictions of a batch of clips."""
 
-    features: FrameFeatures  # all frames, (B * T) in clip-major order
+    features: ClipFeatures  # all frames, (B * T) in clip-major order
     forward: list[StepOutput]  # frame t
     backward: list[StepOutput | None]  # frame t reached backward from T-1 (None at T-1)
 
 
 def forward_backward(model: RobotSeg, images: torch.Tensor, target: str, backward: bool = True) -> ClipPass:
     """Automatic-mode forward pass over clips ``(B, T, 3, S, S)``, then backward from the last frame to frame 0."""
-    b, t = images.shape[:2]
-    cfg = model.config
-    features = model.encode_images(images.flatten(0, 1))
-    rows = torch.arange(b, device=images.device) * t
-    frames = [features.take(rows + i) for i in range(t)]
-    bank = MemoryBank(cfg.num_maskmem, cfg.max_obj_ptrs_in_encoder, cfg.max_cond_frames_in_attn, t)
-    outputs, memories = [], []
-    for i in range(t):
-        output = model.step(frames[i], target, None if i == 0 else bank.select(i))
-        memory = model.encode_memory(frames[i], output, from_points=False)
-        bank.add(i, memory, is_cond=i == 0)
-        outputs.append(output)
-        memories.append(memory)
+    clip = encode_clips(model, images)
+    t = clip.length
+    outputs = track_frames(model, clip, target, list(range(t)))
     back: list[StepOutput | None] = [None] * t
     if backward and t > 1:
         # The last forward frame becomes the conditioning memory of a backward pass to frame 0.
-        reverse = MemoryBank(cfg.num_maskmem, cfg.max_obj_ptrs_in_encoder, cfg.max_cond_frames_in_attn, t)
-        reverse.add(t - 1, memories[-1], is_cond=True)
-        reverse.start_reverse()
-        for i in range(t - 2, -1, -1):
-            output = model.step(frames[i], target, reverse.select(i))
-            reverse.add(i, model.encode_memory(frames[i], output, from_points=False), is_cond=False)
-            back[i] = output
-    return ClipPass(features, outputs, back)
+        seed = {"cond_frame_outputs": {t - 1: outputs[t - 1]}, "non_cond_frame_outputs": {}}
+        reverse = track_frames(model, clip, target, list(range(t - 2, -1, -1)), output_dict=seed, reverse=True)
+        back = [step_output(reverse[i], False) if i in reverse else None for i in range(t)]
+    return ClipPass(clip, [step_output(outputs[i], i == 0) for i in range(t)], back)
 
 
 @dataclasses.dataclass
@@ -393,13 +387,13 @@ def load_vrs_clips(split_dir: str | os.PathLike, target: str) -> list[TrainClip]
     """
     import cv2
 
-    from segmentation.robotseg.predictor import load_video_frames
+    from segmentation.robotseg.video import load_frame_folder
 
     folder = {"arm": "000", "gripper": "001", "robot": "002"}[target]
     root = pathlib.Path(split_dir)
     clips = []
     for video in sorted(p for p in (root / "image").iterdir() if p.is_dir()) if (root / "image").is_dir() else []:
-        frames = load_video_frames(video)
+        frames = load_frame_folder(video)
         ids = sorted(int(p.stem) for p in video.iterdir() if p.stem.isdigit())
         position = {f: i for i, f in enumerate(ids)}
         masks = np.zeros(frames.shape[:3], bool)
@@ -457,7 +451,8 @@ class FinetuneOptions:
 
 
 CHECKPOINT_LAST = "last.pt"
-CHECKPOINT_FINAL = "robotseg.pt"
+#: Not "robotseg.pt": a fine-tuned model must not pass for the authors' checkpoint.
+CHECKPOINT_FINAL = "robotseg_finetuned.pt"
 
 
 def freeze_parameters(model: RobotSeg, prefixes: Sequence[str]) -> int:
@@ -497,7 +492,7 @@ def finetune(
     evaluate: Callable[[RobotSeg, int], dict] | None = None,
     eval_every: int = 0,
 ) -> dict:
-    """Train RobotSeg on ``clips`` per ``options``; saves ``last.pt`` every ``save_every`` steps and ``robotseg.pt`` at the end.
+    """Train RobotSeg on ``clips`` per ``options``; saves ``last.pt`` every ``save_every`` steps and ``robotseg_finetuned.pt`` at the end.
 
     Resumes from ``out_dir/last.pt`` when it exists (``resume``). ``evaluate(model, step)``
     (every ``eval_every`` steps) adds its dict to the returned history. Returns
@@ -508,10 +503,9 @@ def finetune(
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(o.device)
     torch.manual_seed(o.seed)
-    model = robotseg_from_config(robotseg_config(o.config))
-    if o.init_checkpoint:
-        report = load_checkpoint(model, o.init_checkpoint)
-        logger.info(report.summary())
+    # The video predictor class: it trains as RobotSegBase does (track_step), and `evaluate` can run
+    # the release's API on it; evaluation-only post-processing is inactive in training mode.
+    model = build_robotseg_video_predictor(o.config, o.init_checkpoint, device="cpu", mode="train")
     model.to(device)
     clips = [label_every(c, o.label_every) for c in clips]
     # The frozen backbone is copied before any step, so patch targets never drift with training.
@@ -565,7 +559,6 @@ def save_training_state(
     """``last.pt``: the model (loadable by ``build_robotseg``), the optimizer, the step and the options; written atomically."""
     payload = {
         "model": model.state_dict(),
-        "config": dataclasses.asdict(model.config),
         "optimizer": optimizer.state_dict(),
         "step": step,
         "history": history,
@@ -577,7 +570,10 @@ def save_training_state(
 
 
 def save_model(model: RobotSeg, path: pathlib.Path, options: FinetuneOptions) -> None:
-    """The final checkpoint: SAM 2's ``{"model": state_dict}`` layout plus the config and options."""
-    torch.save(
-        {"model": model.state_dict(), "config": dataclasses.asdict(model.config), "finetune": dataclasses.asdict(options)}, path
-    )
+    """The final checkpoint in the release's format and key names, ``{"model": state_dict}`` (loads strictly).
+
+    The options that made it go to ``finetune.json`` beside it, so the file holds nothing the
+    release's loader would not expect.
+    """
+    torch.save({"model": model.state_dict()}, path)
+    (path.parent / "finetune.json").write_text(json.dumps(dataclasses.asdict(options), indent=2) + "\n")

@@ -1,68 +1,35 @@
-"""The RobotSeg model: SAM 2.1's modules composed with SEMA and the Robot Prompt Generator.
+"""The RobotSeg model: ``sam2``'s :class:`SAM2Base` with the release's robot-specific parts.
 
-:class:`RobotSeg` holds the ``sam2`` package's modules under SAM 2's own attribute
-names (``image_encoder``, ``memory_attention``, ``memory_encoder``, ``sam_prompt_encoder``,
-``sam_mask_decoder``, ``obj_ptr_proj``...), so a SAM 2.1 Hiera-T state dict fills every
-SAM 2 weight. It does not subclass ``SAM2Base``: the per-frame glue (memory
-conditioning, prompt assembly, memory encoding) is written here because RobotSeg
-changes it (edge maps into the memory attention, robot tokens into the decoder).
+:class:`RobotSegBase` has the release's module tree (``robotseg/modeling/robotseg_base.py``):
+SAM 2.1's modules under their SAM 2 names, plus ``robot_prompt_generator``
+(:mod:`segmentation.robotseg.prompt_generator`), the structure branch inside each
+``memory_attention`` layer (:mod:`segmentation.robotseg.structure`) and the decoder's
+``robot_token_embedding`` (:mod:`segmentation.robotseg.mask_decoder`). Its state dict
+has exactly the 585 keys of the released ``robotseg.pt``.
 
-One frame of one tracked object goes through:
+What differs from SAM 2, per frame (everything else is inherited from ``sam2``):
 
-1. :meth:`RobotSeg.encode_images` (batched over frames, shared by all targets),
-2. :meth:`RobotSeg.step` with a :class:`MemorySelection` from the object's bank
-   (``None`` on a conditioning frame, which SAM 2.1 segments without memory),
-3. :meth:`RobotSeg.encode_memory`, whose :class:`MemoryEntry` goes into the bank.
+* the memory attention also gets the frame (for its Canny edges) and returns structure maps;
+* while building the memory bank, each spatial memory frame's foreground (its stored
+  low-res mask, sigmoid, resized to the memory grid, ``>= 0.5``) is collected beside it,
+  and the RPG clusters the memory features under it into object tokens;
+* the decoder gets the robot class token and those object tokens before the prompts, on
+  every frame that names a robot (``robot_inputs``), conditioning frames included.
 
-``segmentation.robotseg.video`` drives this over whole clips; ``training`` does the
-same with gradients.
+Build it with :func:`segmentation.robotseg.build.build_robotseg` or, for video,
+:func:`segmentation.robotseg.build.build_robotseg_video_predictor`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from sam2.modeling.backbones.hieradet import Hiera
-from sam2.modeling.backbones.image_encoder import FpnNeck, ImageEncoder
-from sam2.modeling.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
-from sam2.modeling.position_encoding import PositionEmbeddingSine
-from sam2.modeling.sam.mask_decoder import MaskDecoder
-from sam2.modeling.sam.prompt_encoder import PromptEncoder
-from sam2.modeling.sam.transformer import RoPEAttention, TwoWayTransformer
-from sam2.modeling.sam2_base import NO_OBJ_SCORE
-from sam2.modeling.sam2_utils import MLP, get_1d_sine_pe
-from torch import nn
-from torch.nn.init import trunc_normal_
+from sam2.modeling.sam2_base import NO_OBJ_SCORE, SAM2Base
+from sam2.modeling.sam2_utils import get_1d_sine_pe, select_closest_cond_frames
 
-from segmentation.robotseg.config import RobotSegConfig, robotseg_config
-from segmentation.robotseg.memory import MemoryEntry, MemorySelection
-from segmentation.robotseg.prompt_generator import RobotPromptGenerator
-from segmentation.robotseg.sema import SemaLayer, SemaMemoryAttention, StructureBranch, edge_map
-
-
-@dataclasses.dataclass
-class FrameFeatures:
-    """Image-encoder output for a batch of frames (or the same frame for several objects)."""
-
-    vision: torch.Tensor  # (B, C, H, W): stride-16 features, the memory attention's input
-    vision_pos: torch.Tensor  # (B, C, H, W): their sine positional encoding
-    high_res: list[torch.Tensor]  # [(B, C/8, 4H, 4W), (B, C/4, 2H, 2W)], already projected for the decoder
-    edges: torch.Tensor  # (B, 1, H, W): SEMA's edge map of the raw frame
-
-    def frame(self, index: int) -> "FrameFeatures":
-        """The features of one frame, as a batch of one."""
-        return self.take(slice(index, index + 1))
-
-    def take(self, index: slice | list[int] | torch.Tensor) -> "FrameFeatures":
-        """The features of the frames at ``index`` (a slice keeps views, no copy)."""
-        return FrameFeatures(self.vision[index], self.vision_pos[index], [h[index] for h in self.high_res], self.edges[index])
-
-    def __len__(self) -> int:
-        return self.vision.shape[0]
+from segmentation.robotseg.mask_decoder import RobotMaskDecoder
 
 
 @dataclasses.dataclass
@@ -74,350 +41,347 @@ class PointPrompt:
 
 
 @dataclasses.dataclass
-class StepOutput:
-    """One frame's prediction for one tracked object (batch ``B``)."""
+class MemoryContext:
+    """What the memory bank gave one frame: the RPG's inputs (all ``None`` on a conditioning frame)."""
 
-    low_res_logits: torch.Tensor  # (B, 1, 4H, 4W), the chosen mask
-    high_res_logits: torch.Tensor  # (B, 1, S, S) at model-input size
-    multimask_logits: torch.Tensor  # (B, M, 4H, 4W): all candidates (M = 3 or 1)
-    ious: torch.Tensor  # (B, M): predicted IoU of each candidate
-    obj_ptr: torch.Tensor  # (B, C)
-    object_score_logits: torch.Tensor  # (B, 1): > 0 when the object is visible
-    structure_logits: list[torch.Tensor]  # per SEMA layer (B, 1, S, S); empty on memory-less frames
+    memory: torch.Tensor | None = None  # (N, B, mem_dim): spatial memories, then pointer tokens
+    memory_pos: torch.Tensor | None = None
+    foreground: torch.Tensor | None = None  # (N, B, 1) bool; pointer tokens count as foreground
+    num_obj_ptr_tokens: int = 0
 
 
-class RobotSeg(nn.Module):
-    """SAM 2.1 + SEMA + RPG. Build it with :func:`build_robotseg`."""
+class RobotSegBase(SAM2Base):
+    """SAM 2.1 + structure-enhanced memory attention + Robot Prompt Generator (the release's ``RobotSegBase``)."""
 
-    def __init__(
-        self,
-        config: RobotSegConfig,
-        image_encoder: ImageEncoder,
-        memory_attention: SemaMemoryAttention,
-        memory_encoder: MemoryEncoder,
-        sam_prompt_encoder: PromptEncoder,
-        sam_mask_decoder: MaskDecoder,
-        prompt_generator: RobotPromptGenerator,
-    ):
-        super().__init__()
-        self.config = config
-        d, mem = config.d_model, config.mem_dim
-        self.image_encoder = image_encoder
-        self.memory_attention = memory_attention
-        self.memory_encoder = memory_encoder
-        self.sam_prompt_encoder = sam_prompt_encoder
-        self.sam_mask_decoder = sam_mask_decoder
-        self.prompt_generator = prompt_generator
-        # SAM 2.1's loose parameters, same names and shapes as in SAM2Base.
-        self.maskmem_tpos_enc = nn.Parameter(torch.zeros(config.num_maskmem, 1, 1, mem))
-        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, d))
-        self.no_mem_pos_enc = nn.Parameter(torch.zeros(1, 1, d))  # unused with directly_add_no_mem_embed; kept for checkpoints
-        self.no_obj_ptr = nn.Parameter(torch.zeros(1, d))
-        self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, mem))
-        for p in (self.maskmem_tpos_enc, self.no_mem_embed, self.no_mem_pos_enc, self.no_obj_ptr, self.no_obj_embed_spatial):
-            trunc_normal_(p, std=0.02)
-        self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)  # mask prompts (not used here); kept for checkpoints
-        self.obj_ptr_proj = MLP(d, d, d, 3)
-        self.obj_ptr_tpos_proj = nn.Linear(d, mem)
-        self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(1, 3, 1, 1), persistent=False)
-        self._compiled_image_encoder: Callable | None = None
+    def __init__(self, image_encoder, memory_attention, memory_encoder, robot_prompt_generator, **sam2_args):
+        super().__init__(image_encoder, memory_attention, memory_encoder, **sam2_args)
+        self.robot_prompt_generator = robot_prompt_generator
 
-    # ------------------------------------------------------------------ properties
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
-
-    def enable_compile(self, backend: str = "inductor") -> None:
-        """Compile the image encoder's forward (the bulk of the FLOPs) with ``torch.compile``.
-
-        The compiled function is kept beside the module, so state-dict keys don't change.
-        Batches must keep one shape to avoid recompiles (the video engine pads chunks).
-        ``backend`` is ``torch.compile``'s (``"eager"`` traces without generating code: tests).
-        """
-        if self._compiled_image_encoder is None:
-            # sam2's position encodings fill a cache on their first call at each size. Filled
-            # inside the compiled graph, that cache fails a guard on the next call and the
-            # encoder is compiled again; one eager pass at the model's size fills it first.
-            # (sam2 warms it itself only on CUDA and only at its own default size, 1024.)
-            parameter = next(self.image_encoder.parameters())
-            size = self.config.image_size
-            with torch.no_grad():
-                self.image_encoder(torch.zeros(1, 3, size, size, device=parameter.device, dtype=parameter.dtype))
-            self._compiled_image_encoder = torch.compile(self.image_encoder.forward, dynamic=False, backend=backend)
-
-    # ------------------------------------------------------------------ per frame
-
-    def encode_images(self, images: torch.Tensor) -> FrameFeatures:
-        """Features of ``images`` ``(N, 3, S, S)``, RGB in [0, 1] at model-input size."""
-        normalized = (images - self.pixel_mean) / self.pixel_std
-        encoder = self._compiled_image_encoder or self.image_encoder
-        out = encoder(normalized)
-        fpn, pos = out["backbone_fpn"], out["vision_pos_enc"]
-        # As SAM2Base.forward_image: project the two high-resolution levels once per frame.
-        high_res = [self.sam_mask_decoder.conv_s0(fpn[0]), self.sam_mask_decoder.conv_s1(fpn[1])]
-        s = self.config
-        edges = edge_map(images, s.token_grid, s.sema.edge_method, s.sema.canny_low, s.sema.canny_high)
-        return FrameFeatures(fpn[-1], pos[-1], high_res, edges.to(fpn[-1].dtype))
-
-    def memory_context(self, selection: MemorySelection) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Memory tokens ``(B, M, mem_dim)``, their positions and the number of pointer tokens.
-
-        Same layout as ``SAM2Base._prepare_memory_conditioned_features``: spatial memories
-        with temporal encodings, then object pointers split into ``C / mem_dim`` tokens.
-        """
-        c, mem = self.config.d_model, self.config.mem_dim
-        memory, memory_pos = [], []
-        for t_pos, entry in selection.spatial:
-            memory.append(entry.features.flatten(2).transpose(1, 2))
-            tpos = self.maskmem_tpos_enc[self.config.num_maskmem - t_pos - 1].view(1, 1, mem)
-            memory_pos.append(entry.pos.flatten(2).transpose(1, 2) + tpos)
-        num_ptr_tokens = 0
-        if selection.pointers:
-            distances, ptrs = zip(*selection.pointers)
-            ptrs = torch.stack(ptrs, dim=1)  # (B, P, C)
-            b, p = ptrs.shape[:2]
-            positions = torch.tensor(distances, device=ptrs.device, dtype=torch.float32) / selection.max_pointer_distance
-            ptr_pos = self.obj_ptr_tpos_proj(get_1d_sine_pe(positions, dim=c).to(ptrs.dtype))  # (P, mem)
-            split = c // mem
-            ptrs = ptrs.reshape(b, p * split, mem)  # each pointer becomes `split` tokens, in order
-            ptr_pos = ptr_pos.repeat_interleave(split, dim=0).unsqueeze(0).expand(b, -1, -1)
-            memory.append(ptrs)
-            memory_pos.append(ptr_pos)
-            num_ptr_tokens = p * split
-        return torch.cat(memory, dim=1), torch.cat(memory_pos, dim=1), num_ptr_tokens
-
-    def step(
-        self,
-        frame: FrameFeatures,
-        target: str,
-        selection: MemorySelection | None = None,
-        prompt: PointPrompt | None = None,
-    ) -> StepOutput:
-        """Segment ``target`` in one frame. ``selection=None`` marks a conditioning frame (no memory)."""
-        cfg = self.config
-        b, c, h, w = frame.vision.shape
-        structures: list[torch.Tensor] = []
-        object_tokens = object_valid = None
-        if selection is None:
-            # SAM 2.1 (directly_add_no_mem_embed): a conditioning frame skips memory attention.
-            pix = frame.vision + self.no_mem_embed.view(1, c, 1, 1)
-        else:
-            memory, memory_pos, num_ptr_tokens = self.memory_context(selection)
-            tokens, structures = self.memory_attention(
-                frame.vision.flatten(2).transpose(1, 2),
-                frame.vision_pos.flatten(2).transpose(1, 2),
-                memory,
-                memory_pos,
-                frame.edges,
-                num_ptr_tokens,
-            )
-            pix = tokens.transpose(1, 2).reshape(b, c, h, w)
-            object_tokens = torch.cat([e.object_tokens for _, e in selection.spatial], dim=1)
-            object_valid = torch.cat([e.object_valid for _, e in selection.spatial], dim=1)
-
-        if prompt is None:  # SAM 2 pads an absent prompt with one "not a point"
-            coords = torch.zeros(b, 1, 2, device=pix.device)
-            labels = -torch.ones(b, 1, dtype=torch.int32, device=pix.device)
-            num_points = 0
-        else:
-            coords, labels = prompt.coords, prompt.labels
-            num_points = labels.shape[1]
-        sparse, dense = self.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-        if prompt is None or cfg.prompt_generator.use_with_prompts:
-            robot_tokens = self.prompt_generator(target, b, object_tokens, object_valid)
-            sparse = torch.cat([sparse, robot_tokens.to(sparse.dtype)], dim=1)
-
-        multimask = (
-            cfg.multimask_output_in_sam
-            and (selection is None or cfg.multimask_output_for_tracking)
-            and cfg.multimask_min_pt_num <= num_points <= cfg.multimask_max_pt_num
+    def _build_sam_heads(self):
+        """SAM 2's heads, with the decoder swapped for :class:`RobotMaskDecoder` (same settings, same transformer)."""
+        super()._build_sam_heads()
+        self.sam_mask_decoder = RobotMaskDecoder(
+            num_multimask_outputs=3,
+            transformer=self.sam_mask_decoder.transformer,
+            transformer_dim=self.sam_prompt_embed_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+            use_high_res_features=self.use_high_res_features_in_sam,
+            iou_prediction_use_sigmoid=self.iou_prediction_use_sigmoid,
+            pred_obj_scores=self.pred_obj_scores,
+            pred_obj_scores_mlp=self.pred_obj_scores_mlp,
+            use_multimask_token_for_obj_ptr=self.use_multimask_token_for_obj_ptr,
+            **(self.sam_mask_decoder_extra_args or {}),
         )
-        low_multi, ious, out_tokens, object_scores = self.sam_mask_decoder(
-            image_embeddings=pix,
+
+    # ------------------------------------------------------------------ heads
+
+    def _forward_sam_heads(
+        self,
+        backbone_features,
+        robot_inputs=None,
+        point_inputs=None,
+        mask_inputs=None,
+        memory=None,
+        memory_pos_embed=None,
+        mask_fg=None,
+        num_obj_ptr_tokens=0,
+        high_res_features=None,
+        multimask_output=False,
+    ):
+        """SAM 2's prompt encoder and decoder with the robot tokens; returns SAM 2's 7 outputs.
+
+        ``memory``/``mask_fg`` feed the RPG (``None`` gives its no-memory token);
+        ``robot_inputs`` (``arm``/``gripper``/``robot``) picks the class token, ``None`` adds none.
+        """
+        b = backbone_features.size(0)
+        device = backbone_features.device
+        if point_inputs is not None:
+            coords, labels = point_inputs["point_coords"], point_inputs["point_labels"]
+        else:  # no clicks: one "not a point" pad, as SAM 2
+            coords = torch.zeros(b, 1, 2, device=device)
+            labels = -torch.ones(b, 1, dtype=torch.int32, device=device)
+        mask_prompt = None
+        if mask_inputs is not None:
+            mask_prompt = mask_inputs
+            if mask_inputs.shape[-2:] != self.sam_prompt_encoder.mask_input_size:
+                mask_prompt = F.interpolate(
+                    mask_inputs.float(),
+                    size=self.sam_prompt_encoder.mask_input_size,
+                    align_corners=False,
+                    mode="bilinear",
+                    antialias=True,
+                )
+        sparse, dense = self.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=mask_prompt)
+        object_tokens = self.robot_prompt_generator(
+            memory=memory, memory_pos_embed=memory_pos_embed, mask_fg=mask_fg, num_obj_ptr_tokens=num_obj_ptr_tokens, bs=b
+        )
+        low_res_multimasks, ious, sam_output_tokens, object_score_logits = self.sam_mask_decoder(
+            image_embeddings=backbone_features,
             image_pe=self.sam_prompt_encoder.get_dense_pe(),
+            robot_inputs=robot_inputs,
+            robot_prompt_embeddings_fg=object_tokens,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
-            multimask_output=multimask,
+            multimask_output=multimask_output,
             repeat_image=False,
-            high_res_features=frame.high_res,
+            high_res_features=high_res_features,
         )
-        appearing = object_scores > 0
-        if not self.training:
-            # As SAM 2 (hard no-object masks); skipped in training so that masks keep their
-            # gradient while the object-score head is still learning.
-            low_multi = torch.where(appearing[:, :, None, None], low_multi, NO_OBJ_SCORE)
-        low_multi = low_multi.float()
-        if multimask:
+        if self.pred_obj_scores:
+            is_obj_appearing = object_score_logits > 0
+            low_res_multimasks = torch.where(is_obj_appearing[:, None, None], low_res_multimasks, NO_OBJ_SCORE)
+        low_res_multimasks = low_res_multimasks.float()
+        high_res_multimasks = F.interpolate(
+            low_res_multimasks, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+        )
+        sam_output_token = sam_output_tokens[:, 0]
+        if multimask_output:
             best = torch.argmax(ious, dim=-1)
-            rows = torch.arange(b, device=pix.device)
-            low = low_multi[rows, best].unsqueeze(1)
-            token = out_tokens[rows, best] if out_tokens.size(1) > 1 else out_tokens[:, 0]
+            rows = torch.arange(b, device=device)
+            low_res_masks = low_res_multimasks[rows, best].unsqueeze(1)
+            high_res_masks = high_res_multimasks[rows, best].unsqueeze(1)
+            if sam_output_tokens.size(1) > 1:
+                sam_output_token = sam_output_tokens[rows, best]
         else:
-            low, token = low_multi, out_tokens[:, 0]
-        high = F.interpolate(low, size=(cfg.image_size, cfg.image_size), mode="bilinear", align_corners=False)
-        # Object pointer with SAM 2.1's occlusion handling (fixed_no_obj_ptr, hard lambda).
-        visible = appearing.to(token.dtype)
-        obj_ptr = visible * self.obj_ptr_proj(token) + (1 - visible) * self.no_obj_ptr
-        return StepOutput(low, high, low_multi, ious.float(), obj_ptr, object_scores.float(), structures)
+            low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
+        obj_ptr = self.obj_ptr_proj(sam_output_token)
+        if self.pred_obj_scores:
+            appearing = object_score_logits.sigmoid() if self.soft_no_obj_ptr else is_obj_appearing.float()
+            if self.fixed_no_obj_ptr:
+                obj_ptr = appearing * obj_ptr
+            obj_ptr = obj_ptr + (1 - appearing) * self.no_obj_ptr
+        return low_res_multimasks, high_res_multimasks, ious, low_res_masks, high_res_masks, obj_ptr, object_score_logits
 
-    def encode_memory(self, frame: FrameFeatures, output: StepOutput, from_points: bool) -> MemoryEntry:
-        """The memory a processed frame leaves: SAM 2's memory encoding plus RPG's object tokens."""
-        cfg = self.config
-        if from_points and cfg.binarize_mask_from_pts_for_mem_enc and not self.training:
-            mask = (output.high_res_logits > 0).float()
-        else:
-            mask = torch.sigmoid(output.high_res_logits)
-        mask_for_memory = mask * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
-        encoded = self.memory_encoder(frame.vision, mask_for_memory.to(frame.vision.dtype), skip_mask_sigmoid=True)
-        features, pos = encoded["vision_features"], encoded["vision_pos_enc"][-1]
-        hidden = (output.object_score_logits <= 0).to(features.dtype)[:, :, None, None]
-        features = features + hidden * self.no_obj_embed_spatial[..., None, None].to(features.dtype)
-        grid_probs = F.adaptive_avg_pool2d(mask.float(), features.shape[-2:])
-        tokens, valid = self.prompt_generator.object_tokens(features, grid_probs)
-        return MemoryEntry(features, pos, output.obj_ptr, tokens, valid)
+    # ------------------------------------------------------------------ memory
 
-    # ------------------------------------------------------------------ whole videos
+    def _prepare_memory_conditioned_features(
+        self,
+        frame_idx,
+        is_init_cond_frame,
+        current_raw_image,
+        current_vision_feats,
+        current_vision_pos_embeds,
+        feat_sizes,
+        output_dict,
+        num_frames,
+        track_in_reverse=False,
+    ):
+        """SAM 2's memory conditioning with the frame's edges; returns ``(pix_feat, structure maps, MemoryContext)``.
 
-    def segment_video(self, frames: np.ndarray, targets=("robot",), prompts=None, options=None) -> np.ndarray:
-        """Label maps ``(T, H, W)`` uint8 for ``frames`` ``(T, H, W, 3)`` uint8; see :func:`segmentation.robotseg.video.segment_video`.
-
-        One method call per clip, so the model also works behind Beam's ``large_model`` proxy.
+        The memory bank is selected exactly as SAM 2.1 selects it (conditioning frames, the
+        last ``num_maskmem - 1`` frames, object pointers); each spatial memory also brings its
+        foreground for the RPG.
         """
-        from segmentation.robotseg.video import segment_video
+        b = current_vision_feats[-1].size(1)
+        c = self.hidden_dim
+        h, w = feat_sizes[-1]
+        device = current_vision_feats[-1].device
+        if self.num_maskmem == 0:
+            return current_vision_feats[-1].permute(1, 2, 0).contiguous().view(b, c, h, w), None, MemoryContext()
+        if is_init_cond_frame:
+            # directly_add_no_mem_embed (SAM 2.1): a conditioning frame sees no memory.
+            pix = current_vision_feats[-1] + self.no_mem_embed
+            return pix.permute(1, 2, 0).contiguous().view(b, c, h, w), None, MemoryContext()
 
-        return segment_video(self, frames, targets=targets, prompts=prompts, options=options)
+        memories, positions, foregrounds = [], [], []
+        cond_outputs = output_dict["cond_frame_outputs"]
+        if not cond_outputs:
+            raise RuntimeError(f"frame {frame_idx}: tracking needs a conditioning frame first")
+        selected_cond, unselected_cond = select_closest_cond_frames(frame_idx, cond_outputs, self.max_cond_frames_in_attn)
+        picked = [(0, out) for out in selected_cond.values()]
+        stride = 1 if self.training else self.memory_temporal_stride_for_eval
+        for t_pos in range(1, self.num_maskmem):
+            t_rel = self.num_maskmem - t_pos  # frames before the current one
+            if t_rel == 1:
+                prev = frame_idx + 1 if track_in_reverse else frame_idx - 1
+            elif not track_in_reverse:
+                prev = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
+            else:
+                prev = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
+            out = output_dict["non_cond_frame_outputs"].get(prev)
+            if out is None:
+                out = unselected_cond.get(prev)
+            picked.append((t_pos, out))
+        for t_pos, prev in picked:
+            if prev is None:
+                continue
+            features = prev["maskmem_features"].to(device, non_blocking=True)
+            # The RPG's foreground: the stored low-res mask at the memory grid (the release uses
+            # pred_masks, as high-res masks are not kept at inference).
+            probs = torch.sigmoid(prev["pred_masks"].to(device, non_blocking=True))
+            probs = F.interpolate(probs, size=features.shape[-2:], mode="bilinear", align_corners=False)
+            memories.append(features.flatten(2).permute(2, 0, 1).contiguous())
+            foregrounds.append((probs >= 0.5).flatten(2).permute(2, 0, 1).contiguous())
+            pos = prev["maskmem_pos_enc"][-1].to(device).flatten(2).permute(2, 0, 1).contiguous()
+            positions.append(pos + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1])
 
+        num_obj_ptr_tokens = 0
+        if self.use_obj_ptrs_in_encoder:
+            max_ptrs = min(num_frames, self.max_obj_ptrs_in_encoder)
+            if not self.training and self.only_obj_ptrs_in_the_past_for_eval:
+                ptr_cond = {t: o for t, o in selected_cond.items() if (t >= frame_idx if track_in_reverse else t <= frame_idx)}
+            else:
+                ptr_cond = selected_cond
+            sign = -1 if track_in_reverse else 1
+            pos_and_ptrs = [
+                ((frame_idx - t) * sign if self.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), o["obj_ptr"])
+                for t, o in ptr_cond.items()
+            ]
+            for t_diff in range(1, max_ptrs):
+                t = frame_idx + t_diff if track_in_reverse else frame_idx - t_diff
+                if t < 0 or (num_frames is not None and t >= num_frames):
+                    break
+                out = output_dict["non_cond_frame_outputs"].get(t, unselected_cond.get(t))
+                if out is not None:
+                    pos_and_ptrs.append((t_diff, out["obj_ptr"]))
+            if pos_and_ptrs:
+                distances, ptr_list = zip(*pos_and_ptrs)
+                ptrs = torch.stack(ptr_list, dim=0)  # (P, B, C)
+                if self.add_tpos_enc_to_obj_ptrs:
+                    tpos_dim = c if self.proj_tpos_enc_in_obj_ptrs else self.mem_dim
+                    ptr_pos = torch.tensor(distances).to(device=device, non_blocking=True)
+                    ptr_pos = self.obj_ptr_tpos_proj(get_1d_sine_pe(ptr_pos / (max_ptrs - 1), dim=tpos_dim))
+                    ptr_pos = ptr_pos.unsqueeze(1).expand(-1, b, self.mem_dim)
+                else:
+                    ptr_pos = ptrs.new_zeros(len(distances), b, self.mem_dim)
+                if self.mem_dim < c:  # a pointer becomes C / mem_dim tokens
+                    ptrs = ptrs.reshape(-1, b, c // self.mem_dim, self.mem_dim).permute(0, 2, 1, 3).contiguous().flatten(0, 1)
+                    ptr_pos = ptr_pos.repeat_interleave(c // self.mem_dim, dim=0)
+                memories.append(ptrs)
+                positions.append(ptr_pos)
+                foregrounds.append(torch.ones(ptrs.size(0), ptrs.size(1), 1, dtype=torch.bool, device=device))
+                num_obj_ptr_tokens = ptrs.shape[0]
 
-# ---------------------------------------------------------------------- building
-
-
-def _sine_position(channels: int) -> PositionEmbeddingSine:
-    return PositionEmbeddingSine(num_pos_feats=channels, normalize=True, scale=None, temperature=10000)
-
-
-def _rope_attention(cfg: RobotSegConfig, kv_in_dim: int | None, k_repeat: bool) -> RoPEAttention:
-    return RoPEAttention(
-        embedding_dim=cfg.d_model,
-        num_heads=cfg.memory_heads,
-        downsample_rate=1,
-        dropout=cfg.memory_dropout,
-        kv_in_dim=kv_in_dim,
-        rope_theta=cfg.rope_theta,
-        rope_k_repeat=k_repeat,
-        feat_sizes=(cfg.token_grid, cfg.token_grid),
-    )
-
-
-def robotseg_from_config(cfg: RobotSegConfig) -> RobotSeg:
-    """A randomly initialised :class:`RobotSeg` built from ``sam2`` modules per ``cfg``."""
-    d, mem, grid = cfg.d_model, cfg.mem_dim, cfg.token_grid
-    h = cfg.hiera
-    image_encoder = ImageEncoder(
-        trunk=Hiera(
-            embed_dim=h.embed_dim,
-            num_heads=h.num_heads,
-            stages=h.stages,
-            global_att_blocks=h.global_att_blocks,
-            window_spec=h.window_spec,
-            window_pos_embed_bkg_spatial_size=h.window_pos_embed_bkg_spatial_size,
-        ),
-        neck=FpnNeck(
-            position_encoding=_sine_position(d),
-            d_model=d,
-            backbone_channel_list=h.channel_list,
-            fpn_top_down_levels=list(cfg.fpn_top_down_levels),
-            fpn_interp_model="nearest",
-        ),
-        scalp=1,
-    )
-    layers = [
-        SemaLayer(
-            structure=StructureBranch(
-                d, mem, cfg.sema.kernel_sizes, cfg.sema.attention_heads, grid, cfg.rope_theta, cfg.memory_dropout
-            ),
-            alpha_init=cfg.sema.alpha_init,
-            activation="relu",
-            cross_attention=_rope_attention(cfg, kv_in_dim=mem, k_repeat=True),
-            d_model=d,
-            dim_feedforward=cfg.memory_feedforward,
-            dropout=cfg.memory_dropout,
-            pos_enc_at_attn=False,
-            pos_enc_at_cross_attn_keys=True,
-            pos_enc_at_cross_attn_queries=False,
-            self_attention=_rope_attention(cfg, kv_in_dim=None, k_repeat=False),
+        memory = torch.cat(memories, dim=0)
+        if not torch.is_autocast_enabled(device.type):
+            # Spatial memories are stored in bfloat16; with object pointers the concatenation is
+            # float32 already, without them (an object tracked before its first prompted frame)
+            # it would stay bfloat16 and fail outside autocast.
+            memory = memory.to(current_vision_feats[-1].dtype)
+        memory_pos = torch.cat(positions, dim=0)
+        pix, structures = self.memory_attention(
+            raw_image=current_raw_image,
+            curr=current_vision_feats,
+            curr_pos=current_vision_pos_embeds,
+            memory=memory,
+            memory_pos=memory_pos,
+            num_obj_ptr_tokens=num_obj_ptr_tokens,
         )
-        for _ in range(cfg.memory_layers)
-    ]
-    memory_attention = SemaMemoryAttention(layers, d, pos_enc_at_input=True, structure_upsample=cfg.sema.structure_upsample)
-    memory_encoder = MemoryEncoder(
-        out_dim=mem,
-        mask_downsampler=MaskDownSampler(
-            embed_dim=d, kernel_size=3, stride=cfg.mask_downsampler_stride, padding=1, total_stride=cfg.backbone_stride
-        ),
-        fuser=Fuser(
-            CXBlock(dim=d, kernel_size=7, padding=3, layer_scale_init_value=1e-6, use_dwconv=True), num_layers=cfg.fuser_layers
-        ),
-        position_encoding=_sine_position(mem),
-        in_dim=d,
-    )
-    prompt_encoder = PromptEncoder(
-        embed_dim=d,
-        image_embedding_size=(grid, grid),
-        input_image_size=(cfg.image_size, cfg.image_size),
-        mask_in_chans=cfg.mask_in_chans,
-    )
-    mask_decoder = MaskDecoder(
-        num_multimask_outputs=3,
-        transformer=TwoWayTransformer(
-            depth=cfg.decoder_depth, embedding_dim=d, mlp_dim=cfg.decoder_mlp_dim, num_heads=cfg.decoder_heads
-        ),
-        transformer_dim=d,
-        iou_head_depth=3,
-        iou_head_hidden_dim=cfg.iou_head_hidden_dim,
-        use_high_res_features=True,
-        iou_prediction_use_sigmoid=True,
-        pred_obj_scores=True,
-        pred_obj_scores_mlp=True,
-        use_multimask_token_for_obj_ptr=True,
-        dynamic_multimask_via_stability=cfg.dynamic_multimask_via_stability,
-        dynamic_multimask_stability_delta=cfg.dynamic_multimask_stability_delta,
-        dynamic_multimask_stability_thresh=cfg.dynamic_multimask_stability_thresh,
-    )
-    p = cfg.prompt_generator
-    prompt_generator = RobotPromptGenerator(
-        d_model=d,
-        mem_dim=mem,
-        class_bank_size=p.class_bank_size,
-        num_macro=p.num_macro,
-        num_micro=p.num_micro,
-        foreground_threshold=p.foreground_threshold,
-        project_object_tokens=p.project_object_tokens,
-    )
-    return RobotSeg(cfg, image_encoder, memory_attention, memory_encoder, prompt_encoder, mask_decoder, prompt_generator)
+        pix = pix.permute(1, 2, 0).contiguous().view(b, c, h, w)
+        return pix, structures, MemoryContext(memory, memory_pos, torch.cat(foregrounds, dim=0), num_obj_ptr_tokens)
 
+    # ------------------------------------------------------------------ one frame
 
-def build_robotseg(
-    config: str | RobotSegConfig = "robotseg_hiera_t",
-    checkpoint: str | None = None,
-    device: str | torch.device = "cpu",
-    strict: bool = False,
-) -> RobotSeg:
-    """Build RobotSeg in eval mode, optionally loading a RobotSeg or SAM 2.1 checkpoint.
+    def _track_step(
+        self,
+        frame_idx,
+        is_init_cond_frame,
+        current_raw_image,
+        current_vision_feats,
+        current_vision_pos_embeds,
+        feat_sizes,
+        robot_inputs,
+        point_inputs,
+        mask_inputs,
+        output_dict,
+        num_frames,
+        track_in_reverse,
+        prev_sam_mask_logits,
+    ):
+        """One frame: ``(current_out, structure maps, sam_outputs, MemoryContext)``.
 
-    ``config`` is a name (``robotseg_hiera_t``, ``tiny``) or a :class:`RobotSegConfig`.
-    Loading reports matched / missing / unexpected keys (see
-    :func:`segmentation.robotseg.checkpoint.load_checkpoint`); ``strict`` raises on any mismatch.
-    """
-    from segmentation.robotseg.checkpoint import load_checkpoint
+        ``structure maps`` is ``(B, L, S, S)``; on frames without memory it is the
+        predicted high-res mask repeated per layer, as the release fills it.
+        """
+        current_out = {"robot_inputs": robot_inputs, "point_inputs": point_inputs, "mask_inputs": mask_inputs}
+        high_res_features = None
+        if len(current_vision_feats) > 1:
+            high_res_features = [
+                x.permute(1, 2, 0).contiguous().view(x.size(1), x.size(2), *s)
+                for x, s in zip(current_vision_feats[:-1], feat_sizes[:-1])
+            ]
+        layers = len(self.memory_attention.layers)
+        if mask_inputs is not None and self.use_mask_input_as_output_without_sam:
+            pix_feat = current_vision_feats[-1].permute(1, 2, 0).contiguous().view(-1, self.hidden_dim, *feat_sizes[-1])
+            sam_outputs = self._use_mask_as_output(pix_feat, high_res_features, mask_inputs)
+            return current_out, sam_outputs[4].repeat(1, layers, 1, 1), sam_outputs, MemoryContext()
+        pix_feat, structures, context = self._prepare_memory_conditioned_features(
+            frame_idx=frame_idx,
+            is_init_cond_frame=is_init_cond_frame,
+            current_raw_image=current_raw_image,
+            current_vision_feats=current_vision_feats[-1:],
+            current_vision_pos_embeds=current_vision_pos_embeds[-1:],
+            feat_sizes=feat_sizes[-1:],
+            output_dict=output_dict,
+            num_frames=num_frames,
+            track_in_reverse=track_in_reverse,
+        )
+        if prev_sam_mask_logits is not None:
+            if point_inputs is None or mask_inputs is not None:
+                raise ValueError("previous mask logits go with point inputs only")
+            mask_inputs = prev_sam_mask_logits
+        sam_outputs = self._forward_sam_heads(
+            backbone_features=pix_feat,
+            robot_inputs=robot_inputs,
+            point_inputs=point_inputs,
+            mask_inputs=mask_inputs,
+            memory=context.memory,
+            memory_pos_embed=context.memory_pos,
+            mask_fg=context.foreground,
+            num_obj_ptr_tokens=context.num_obj_ptr_tokens,
+            high_res_features=high_res_features,
+            multimask_output=self._use_multimask(is_init_cond_frame, point_inputs),
+        )
+        if structures is None:
+            structures = sam_outputs[4].repeat(1, layers, 1, 1)
+        return current_out, structures, sam_outputs, context
 
-    cfg = robotseg_config(config) if isinstance(config, str) else config
-    model = robotseg_from_config(cfg)
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint, strict=strict)
-    return model.to(device).eval()
+    def track_step(
+        self,
+        frame_idx,
+        is_init_cond_frame,
+        current_raw_image,
+        current_vision_feats,
+        current_vision_pos_embeds,
+        feat_sizes,
+        robot_inputs,
+        point_inputs,
+        mask_inputs,
+        output_dict,
+        num_frames,
+        track_in_reverse=False,
+        run_mem_encoder=True,
+        prev_sam_mask_logits=None,
+    ):
+        """The release's ``track_step``: SAM 2's outputs plus ``structure_masks`` (and, for training, all candidates)."""
+        current_out, structures, sam_outputs, _ = self._track_step(
+            frame_idx,
+            is_init_cond_frame,
+            current_raw_image,
+            current_vision_feats,
+            current_vision_pos_embeds,
+            feat_sizes,
+            robot_inputs,
+            point_inputs,
+            mask_inputs,
+            output_dict,
+            num_frames,
+            track_in_reverse,
+            prev_sam_mask_logits,
+        )
+        low_multi, _, ious, low_res_masks, high_res_masks, obj_ptr, object_score_logits = sam_outputs
+        current_out["structure_masks"] = structures
+        current_out["pred_masks"] = low_res_masks
+        current_out["pred_masks_high_res"] = high_res_masks
+        current_out["obj_ptr"] = obj_ptr
+        if self.training:
+            # What a loss needs besides the chosen mask (SAM 2's trainer keeps the same).
+            current_out["multistep_pred_multimasks"] = low_multi
+            current_out["multistep_pred_ious"] = ious
+            current_out["multistep_object_score_logits"] = object_score_logits
+        else:
+            current_out["object_score_logits"] = object_score_logits
+        self._encode_memory_in_output(
+            current_vision_feats, feat_sizes, point_inputs, run_mem_encoder, high_res_masks, object_score_logits, current_out
+        )
+        return current_out

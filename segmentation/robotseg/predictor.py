@@ -1,367 +1,406 @@
-"""RobotSeg's released video API on our model: ``build_robotseg_video_predictor`` and its predictor.
+"""The release's video predictor API on ``sam2``'s :class:`SAM2VideoPredictor` and :class:`RobotSegBase`.
 
-Scripts written for the release (and for SAM 2's ``SAM2VideoPredictor``) run unchanged::
+Keyword for keyword and in the release's argument order (``robotseg/robotseg_video_predictor.py``)::
 
-    predictor = build_robotseg_video_predictor("robotseg-infer.yaml", "robotseg.pt", device="cuda")
-    state = predictor.init_state("video_frames/")        # folder of JPEGs, a video file, or (T, H, W, 3) uint8
-    frame_idx, obj_ids, logits = predictor.add_new_robot(state, frame_idx=0, obj_id=1, robot="arm")
-    for frame_idx, obj_ids, logits in predictor.propagate_in_video(state, robot="arm"):
-        masks = logits > 0.0                              # (num_objects, 1, H, W), video resolution
+    predictor = build_robotseg_video_predictor("configs/robotseg-infer.yaml", "robotseg.pt", device="cuda")
+    state = predictor.init_state(video_path="frames/")            # JPEG folder, .mp4, or (T, H, W, 3) uint8 frames
+    predictor.add_new_robot(inference_state=state, frame_idx=0, obj_id=0, robot="robot")
+    for frame_idx, obj_ids, logits in predictor.propagate_in_video(inference_state=state, robot="robot"):
+        masks = logits > 0.0                                       # (objects, 1, H, W) at the video's size
 
-Return conventions are SAM 2's: ``(frame_idx, obj_ids, video_res_masks)`` with mask
-logits ``(num_objects, 1, H, W)`` at the video's size, objects in the order they were
-added; ``propagate_in_video`` goes forward from the first prompted frame (``reverse=True``
-backward), so a forward call then a backward call covers the clip.
+``add_new_points_or_box(state, frame_idx, obj_id, robots=..., points=..., labels=..., box=...)``,
+``add_new_points`` (its alias), ``add_new_mask``, ``propagate_in_video_preflight``,
+``clear_all_prompts_in_frame``, ``reset_state`` and ``remove_object`` behave as the
+release's; ``init_state`` returns the release's state dict. The release's ``test/demo.py``
+and ``test/inference_auto_semi_vrs.py`` call sequences run unchanged (tests cover the demo's).
 
-Everything runs through the engine of ``segmentation.robotseg.video`` (``iter_logits``),
-the one the Beam mask source and ``eval`` use: same preprocessing, same chunked
-image encoding, same memory bank. Differences from SAM 2, by design:
-
-* an object's frames before its first prompted frame are not tracked in a forward
-  call (SAM 2 tracks them toward a later prompt); they come back as no-object logits;
-* prompts added after tracking restart that object's tracking from its prompts
-  (SAM 2 treats clicks on tracked frames as corrections); mask prompts
-  (``add_new_mask``) are not supported.
+Our additions: ``video_path`` may also be in-memory frames (preprocessed frame by frame
+when the model asks for them, the same PIL resize as the folder loader), and hole
+filling runs on CPU (OpenCV connected components) instead of needing the release's
+CUDA extension, which the release silently skips without it
+(:func:`segmentation.robotseg.postprocess.fill_holes_in_mask_scores`). The recipe source
+and ``eval`` run this same predictor (:mod:`segmentation.robotseg.video`).
 """
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import os
-import pathlib
-from typing import Any, Iterator, Sequence
+from collections import OrderedDict
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sam2.modeling.sam2_base import NO_OBJ_SCORE
+from PIL import Image
+from sam2.sam2_video_predictor import SAM2VideoPredictor
+from sam2.utils.misc import concat_points, load_video_frames
 
-from segmentation.labels import TARGETS
-from segmentation.robotseg.config import RobotSegConfig
-from segmentation.robotseg.model import RobotSeg, build_robotseg
-from segmentation.robotseg.prompts import FramePrompt
-from segmentation.robotseg.video import InferenceOptions, RobotSegTracker, Track, Visit, group_by_cond_frames, iter_logits
+from segmentation.robotseg.model import RobotSegBase
+from segmentation.robotseg.postprocess import fill_holes_in_mask_scores
 
-#: Config file names of the release, mapped to our named configurations.
-RELEASE_CONFIGS = {"robotseg-infer": "robotseg_hiera_t", "robotseg": "robotseg_hiera_t"}
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
 
 
-def load_video_frames(video: str | os.PathLike | np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-    """Frames ``(T, H, W, 3)`` uint8 RGB from a folder of images, a video file or in-memory frames.
+class ArrayVideoFrames:
+    """In-memory ``(T, H, W, 3)`` uint8 RGB frames, each preprocessed when asked for.
 
-    A folder's images are ordered by the integer in their names (SAM 2's ``00000.jpg``
-    convention), falling back to name order.
+    Preprocessing is the release's folder loader's, step for step: PIL resize to
+    ``image_size`` squared (bicubic, aspect ratio not kept), ``/ 255`` in float64, float32,
+    ImageNet normalisation. Only the frames the model visits are ever converted, so a long
+    episode does not hold ``T`` normalised 1024 px frames at once.
     """
-    if not isinstance(video, (str, os.PathLike)):
-        frames = np.asarray(video)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"in-memory frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-        return frames
-    path = pathlib.Path(video)
-    if path.is_dir():
-        files = [p for p in path.iterdir() if p.suffix in _IMAGE_SUFFIXES]
-        if not files:
-            raise ValueError(f"{path}: no image files ({', '.join(_IMAGE_SUFFIXES[:3])})")
-        files.sort(key=lambda p: (int(p.stem), p.name) if p.stem.isdigit() else (float("inf"), p.name))
-        frames = []
-        for file in files:
-            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-            if image is None:
-                raise ValueError(f"{file}: cannot read image")
-            frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        if len({f.shape for f in frames}) > 1:
-            raise ValueError(f"{path}: frames differ in size")
-        return np.stack(frames)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such video file or frame folder")
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-    capture.release()
-    if not frames:
-        raise ValueError(f"{path}: no frames could be decoded")
-    return np.stack(frames)
+
+    def __init__(self, frames: np.ndarray, image_size: int, device: torch.device):
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+            raise ValueError(f"in-memory frames must be (T, H, W, 3) uint8 with T >= 1, got {frames.shape} {frames.dtype}")
+        self.frames = frames
+        self.image_size = image_size
+        self.device = device
+        self.video_height, self.video_width = frames.shape[1:3]
+        self.mean = torch.tensor(IMAGE_MEAN, dtype=torch.float32)[:, None, None]
+        self.std = torch.tensor(IMAGE_STD, dtype=torch.float32)[:, None, None]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        size = self.image_size
+        resized = np.array(Image.fromarray(self.frames[index]).resize((size, size))) / 255.0
+        image = torch.from_numpy(resized).permute(2, 0, 1).float()
+        return ((image - self.mean) / self.std).to(self.device)
 
 
-@dataclasses.dataclass
-class RobotObject:
-    """One tracked object of a state: its target and its prompts (``None`` = RobotSeg's automatic prompt)."""
+class RobotSegVideoPredictor(SAM2VideoPredictor, RobotSegBase):
+    """The release's ``RobotSegVideoPredictor``: SAM 2's video predictor driving :class:`RobotSegBase`.
 
-    obj_id: Any
-    target: str
-    target_given: bool  # False: points/box without `robots=`; propagate_in_video(robot=...) may set it
-    prompts: dict[int, FramePrompt | None] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass
-class _Session:
-    """Tracking in progress for objects that share conditioning frames (memory banks, cached prompt-frame logits)."""
-
-    objects: list[Any]  # obj_ids, in group order
-    tracks: list[Track]
-    states: list[Any]
-    cond_logits: dict[int, list[torch.Tensor]]  # frame -> per object (1, 1, h, w)
-    directions: set[str]
-
-
-@dataclasses.dataclass
-class InferenceState:
-    """What ``init_state`` returns. Also readable with SAM 2's keys (``state["num_frames"]``...)."""
-
-    frames: np.ndarray  # (T, H, W, 3) uint8
-    num_frames: int
-    video_height: int
-    video_width: int
-    device: torch.device
-    objects: "collections.OrderedDict[Any, RobotObject]" = dataclasses.field(default_factory=collections.OrderedDict)
-    sessions: dict[tuple[int, ...], _Session] = dataclasses.field(default_factory=dict)
-
-    @property
-    def obj_ids(self) -> list[Any]:
-        return list(self.objects)
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
-
-class RobotSegVideoPredictor:
-    """The release's video predictor on :class:`RobotSeg`; see the module docstring."""
-
-    def __init__(self, model: RobotSeg, options: InferenceOptions | None = None):
-        self.model = model.eval()
-        self.options = options or InferenceOptions()
-        if self.options.compile:
-            model.enable_compile()
-        self.tracker = RobotSegTracker(model)
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @property
-    def image_size(self) -> int:
-        return self.model.image_size
+    Methods that only manage the state (consolidation, preflight, memory re-encoding,
+    output resizing) are ``sam2``'s; those that pass the robot to the model are here.
+    """
 
     # ------------------------------------------------------------------ state
 
-    def init_state(
-        self,
-        video_path,
-        offload_video_to_cpu: bool = False,
-        offload_state_to_cpu: bool = False,
-        async_loading_frames: bool = False,
-    ) -> InferenceState:
-        """A state for a folder of frames, a video file, or in-memory ``(T, H, W, 3)`` uint8 frames.
+    @torch.inference_mode()
+    def init_state(self, video_path, offload_video_to_cpu=False, offload_state_to_cpu=False, async_loading_frames=False):
+        """The release's inference state for ``video_path`` (a JPEG folder, an .mp4, or frames ``(T, H, W, 3)`` uint8)."""
+        device = self.device
+        if isinstance(video_path, (str, os.PathLike)):
+            images, video_height, video_width = load_video_frames(
+                video_path=os.fspath(video_path),
+                image_size=self.image_size,
+                offload_video_to_cpu=offload_video_to_cpu,
+                async_loading_frames=async_loading_frames,
+                compute_device=device,
+            )
+        else:
+            images = ArrayVideoFrames(video_path, self.image_size, torch.device("cpu") if offload_video_to_cpu else device)
+            video_height, video_width = images.video_height, images.video_width
+        state = {
+            "images": images,
+            "num_frames": len(images),
+            "offload_video_to_cpu": offload_video_to_cpu,
+            "offload_state_to_cpu": offload_state_to_cpu,
+            "video_height": video_height,
+            "video_width": video_width,
+            "device": device,
+            "storage_device": torch.device("cpu") if offload_state_to_cpu else device,
+            "robot_inputs_per_obj": {},
+            "point_inputs_per_obj": {},
+            "mask_inputs_per_obj": {},
+            "cached_features": {},
+            "constants": {},
+            "obj_id_to_idx": OrderedDict(),
+            "obj_idx_to_id": OrderedDict(),
+            "obj_ids": [],
+            "output_dict_per_obj": {},
+            "temp_output_dict_per_obj": {},
+            "frames_tracked_per_obj": {},
+        }
+        self._get_image_feature(state, frame_idx=0, batch_size=1)  # warm up and cache frame 0, as the release
+        return state
 
-        Frames stay in memory at their own size (SAM 2's offload flags are accepted and
-        have no effect: nothing is kept on the device between chunks).
-        """
-        frames = load_video_frames(video_path)
-        return InferenceState(frames, len(frames), frames.shape[1], frames.shape[2], self.device)
-
-    def reset_state(self, state: InferenceState) -> None:
-        """Forget every object, prompt and tracking result."""
-        state.objects.clear()
-        state.sessions.clear()
-
-    def _object(self, state: InferenceState, obj_id: Any, target: str | None) -> RobotObject:
-        if target is not None and target not in TARGETS:
-            raise ValueError(f"object {obj_id}: unknown robot target {target!r}; expected one of {TARGETS}")
-        obj = state.objects.get(obj_id)
-        if obj is None:
-            obj = state.objects[obj_id] = RobotObject(obj_id, target or "robot", target is not None)
-        elif target is not None and target != obj.target:
-            if obj.target_given:
-                raise ValueError(f"object {obj_id} tracks {obj.target!r}; use another obj_id for {target!r}")
-            obj.target, obj.target_given = target, True
-        state.sessions.clear()  # new prompts: tracking restarts from the prompts
-        return obj
-
-    def _check_frame(self, state: InferenceState, frame_idx: int) -> int:
-        if not 0 <= frame_idx < state.num_frames:
-            raise ValueError(f"frame_idx {frame_idx} outside a video of {state.num_frames} frames")
-        return int(frame_idx)
+    def _obj_id_to_idx(self, inference_state, obj_id):
+        obj_idx = super()._obj_id_to_idx(inference_state, obj_id)
+        inference_state["robot_inputs_per_obj"].setdefault(obj_idx, {})
+        return obj_idx
 
     # ------------------------------------------------------------------ prompts
 
-    def add_new_robot(self, state: InferenceState, frame_idx: int, obj_id: Any, robot: str = "robot"):
-        """Prompt ``obj_id`` on ``frame_idx`` with RobotSeg's automatic robot prompt for ``robot`` (arm, gripper, robot).
+    def _add_frame_prompt(self, inference_state, frame_idx, obj_id, robot, point_inputs, mask_inputs, reuse_previous_logits):
+        """Run one prompted frame for one object and return ``(frame_idx, obj_ids, video-res logits)``.
 
-        Returns ``(frame_idx, obj_ids, video_res_masks)`` for that frame.
+        The common part of ``add_new_points_or_box``, ``add_new_mask`` and ``add_new_robot``:
+        a frame not tracked yet becomes a conditioning frame (segmented without memory),
+        a tracked one is corrected; memory is encoded later, by ``propagate_in_video``.
         """
-        frame_idx = self._check_frame(state, frame_idx)
-        obj = self._object(state, obj_id, robot)
-        obj.prompts[frame_idx] = None
-        return frame_idx, state.obj_ids, self._frame_output(state, frame_idx)
+        obj_idx = self._obj_id_to_idx(inference_state, obj_id)
+        points = inference_state["point_inputs_per_obj"][obj_idx]
+        masks = inference_state["mask_inputs_per_obj"][obj_idx]
+        if point_inputs is None:
+            points.pop(frame_idx, None)
+        else:
+            points[frame_idx] = point_inputs
+        if mask_inputs is None:
+            masks.pop(frame_idx, None)
+        else:
+            masks[frame_idx] = mask_inputs
+        tracked = inference_state["frames_tracked_per_obj"][obj_idx]
+        is_init_cond_frame = frame_idx not in tracked
+        reverse = False if is_init_cond_frame else tracked[frame_idx]["reverse"]
+        outputs = inference_state["output_dict_per_obj"][obj_idx]
+        temp_outputs = inference_state["temp_output_dict_per_obj"][obj_idx]
+        is_cond = is_init_cond_frame or self.add_all_frames_to_correct_as_cond
+        key = "cond_frame_outputs" if is_cond else "non_cond_frame_outputs"
+        previous_logits = None
+        if reuse_previous_logits:
+            previous = temp_outputs[key].get(frame_idx)
+            if previous is None:
+                previous = outputs["cond_frame_outputs"].get(frame_idx) or outputs["non_cond_frame_outputs"].get(frame_idx)
+            if previous is not None and previous["pred_masks"] is not None:
+                logits = previous["pred_masks"].to(inference_state["device"], non_blocking=True)
+                previous_logits = torch.clamp(logits, -32.0, 32.0)
+        current_out, _ = self._run_single_frame_inference(
+            inference_state=inference_state,
+            output_dict=outputs,
+            frame_idx=frame_idx,
+            batch_size=1,
+            is_init_cond_frame=is_init_cond_frame,
+            robot_inputs=robot,
+            point_inputs=point_inputs,
+            mask_inputs=mask_inputs,
+            reverse=reverse,
+            run_mem_encoder=False,
+            prev_sam_mask_logits=previous_logits,
+        )
+        if mask_inputs is not None:
+            current_out["frozen"] = True  # propagation keeps a given mask as it is
+        temp_outputs[key][frame_idx] = current_out
+        consolidated = self._consolidate_temp_output_across_obj(
+            inference_state, frame_idx, is_cond=is_cond, consolidate_at_video_res=True
+        )
+        _, video_res_masks = self._get_orig_video_res_output(inference_state, consolidated["pred_masks_video_res"])
+        return frame_idx, inference_state["obj_ids"], video_res_masks
 
+    @torch.inference_mode()
     def add_new_points_or_box(
         self,
-        state: InferenceState,
-        frame_idx: int,
-        obj_id: Any,
+        inference_state,
+        frame_idx,
+        obj_id,
+        robots=None,
         points=None,
         labels=None,
-        clear_old_points: bool = True,
-        normalize_coords: bool = True,
+        clear_old_points=True,
+        normalize_coords=True,
         box=None,
-        robots: str | None = None,
     ):
-        """Clicks (labels 1 positive, 0 negative) and/or a box ``[x0, y0, x1, y1]`` for ``obj_id`` on ``frame_idx``.
-
-        Coordinates are video pixels (``normalize_coords=False``: fractions of the width
-        and height). ``robots`` names the object's target (default ``robot``, or the one
-        it was added with). Returns ``(frame_idx, obj_ids, video_res_masks)``.
-        """
-        frame_idx = self._check_frame(state, frame_idx)
+        """Clicks and/or a box on a frame (video pixels), with the robot class ``robots`` (``None``: no robot token)."""
         if (points is None) != (labels is None):
             raise ValueError("points and labels must be provided together")
         if points is None and box is None:
             raise ValueError("at least one of points or box must be provided as input")
-        obj = self._object(state, obj_id, robots)
-        scale = np.array([1.0, 1.0]) if normalize_coords else np.array([state.video_width, state.video_height], float)
-        xy = _as_array(points, (-1, 2)) * scale if points is not None else np.zeros((0, 2))
-        new_labels = [int(v) for v in _as_array(labels, (-1,))] if labels is not None else []
-        old = obj.prompts.get(frame_idx)
-        if box is not None and not clear_old_points:
-            raise ValueError("cannot add box without clearing old points (use clear_old_points=True), as in SAM 2")
-        if not clear_old_points and old is not None:
-            xy = np.concatenate([np.asarray(old.points, float).reshape(-1, 2), xy])
-            new_labels = list(old.labels) + new_labels
-            box_xyxy = old.box
-        else:
-            box_xyxy = tuple(float(v) for v in (_as_array(box, (4,)) * np.tile(scale, 2))) if box is not None else None
-        obj.prompts[frame_idx] = FramePrompt(frame_idx, obj.target, tuple(map(tuple, xy.tolist())), tuple(new_labels), box_xyxy)
-        return frame_idx, state.obj_ids, self._frame_output(state, frame_idx)
+        points = torch.zeros(0, 2) if points is None else torch.as_tensor(points, dtype=torch.float32)
+        labels = torch.zeros(0, dtype=torch.int32) if labels is None else torch.as_tensor(labels, dtype=torch.int32)
+        if points.dim() == 2:
+            points = points.unsqueeze(0)
+        if labels.dim() == 1:
+            labels = labels.unsqueeze(0)
+        if box is not None:
+            if not clear_old_points:
+                raise ValueError(
+                    "cannot add box without clearing old points, since box prompt must be provided before any point "
+                    "prompt (please use clear_old_points=True instead)"
+                )
+            corners = torch.as_tensor(box, dtype=torch.float32).to(points.device).reshape(1, 2, 2)
+            points = torch.cat([corners, points], dim=1)  # a box is two points labelled 2 and 3, first
+            labels = torch.cat([torch.tensor([[2, 3]], dtype=torch.int32, device=labels.device), labels], dim=1)
+        if normalize_coords:
+            size = torch.tensor([inference_state["video_width"], inference_state["video_height"]])
+            points = points / size.to(points.device)
+        points = (points * self.image_size).to(inference_state["device"])
+        labels = labels.to(inference_state["device"])
+        obj_idx = self._obj_id_to_idx(inference_state, obj_id)
+        previous = None if clear_old_points else inference_state["point_inputs_per_obj"][obj_idx].get(frame_idx)
+        point_inputs = concat_points(previous, points, labels)
+        return self._add_frame_prompt(inference_state, frame_idx, obj_id, robots, point_inputs, None, True)
 
-    add_new_points = add_new_points_or_box  # SAM 2's deprecated name
+    def add_new_points(self, *args, **kwargs):
+        """Deprecated alias of :meth:`add_new_points_or_box` (as in the release)."""
+        return self.add_new_points_or_box(*args, **kwargs)
 
-    def _frame_output(self, state: InferenceState, frame_idx: int) -> torch.Tensor:
-        """Every object's prompt-frame logits on ``frame_idx`` (no-object logits where it has no prompt)."""
-        prompted = [(i, o) for i, o in enumerate(state.objects.values()) if frame_idx in o.prompts]
-        tracks = [Track(o.target, {frame_idx: o.prompts[frame_idx]}) for _, o in prompted]
-        states = [self.tracker.start(t.target, state.num_frames, frame_idx) for t in tracks]
-        low = [None] * len(state.objects)
-        for _, index, logits in iter_logits(
-            self.tracker, state.frames, [Visit(frame_idx, "cond")], tracks, states, self.options, self.device
-        ):
-            low[prompted[index][0]] = logits
-        return self._video_res(state, low)
+    @torch.inference_mode()
+    def add_new_mask(self, inference_state, frame_idx, obj_id, mask):
+        """A mask ``(H, W)`` for a frame; it is used as given (no robot token) and kept through propagation."""
+        mask = torch.as_tensor(mask, dtype=torch.bool) if not isinstance(mask, torch.Tensor) else mask
+        if mask.dim() != 2:
+            raise ValueError(f"mask must be (H, W), got {tuple(mask.shape)}")
+        mask_inputs = mask[None, None].float().to(inference_state["device"])
+        if tuple(mask.shape) != (self.image_size, self.image_size):
+            size = (self.image_size, self.image_size)
+            mask_inputs = F.interpolate(mask_inputs, size=size, align_corners=False, mode="bilinear", antialias=True)
+            mask_inputs = (mask_inputs >= 0.5).float()
+        return self._add_frame_prompt(inference_state, frame_idx, obj_id, None, None, mask_inputs, False)
+
+    @torch.inference_mode()
+    def add_new_robot(self, inference_state, frame_idx, obj_id, robot):
+        """Automatic mode: segment ``robot`` (``arm``, ``gripper`` or ``robot``) on a frame without clicks."""
+        return self._add_frame_prompt(inference_state, frame_idx, obj_id, robot, None, None, False)
 
     # ------------------------------------------------------------------ tracking
 
-    def propagate_in_video(
-        self,
-        state: InferenceState,
-        start_frame_idx: int | None = None,
-        max_frame_num_to_track: int | None = None,
-        reverse: bool = False,
-        robot: str | None = None,
-    ) -> Iterator[tuple[int, list[Any], torch.Tensor]]:
-        """Yield ``(frame_idx, obj_ids, video_res_masks)`` per frame, forward from the first prompted frame (or backward).
+    @torch.inference_mode()
+    def propagate_in_video(self, inference_state, robot, start_frame_idx=None, max_frame_num_to_track=None, reverse=False):
+        """Yield ``(frame_idx, obj_ids, video-res logits)`` for each frame, every frame decoded with ``robot``'s tokens.
 
-        ``robot`` sets the target of objects prompted with points or a box only; an object
-        added for another target is an error.
+        Forward from the first prompted frame by default, or backward with ``reverse=True``.
+        Prompted frames and frames holding a given mask are returned as they are.
         """
-        if robot is not None:
-            for obj in state.objects.values():
-                if obj.target != robot:
-                    if obj.target_given:
-                        raise ValueError(f"propagate_in_video(robot={robot!r}): object {obj.obj_id} tracks {obj.target!r}")
-                    self._object(state, obj.obj_id, robot)
-        if not state.objects or not any(o.prompts for o in state.objects.values()):
-            raise RuntimeError("No prompts are given for any object; call add_new_robot or add_new_points_or_box first")
+        self.propagate_in_video_preflight(inference_state)
+        obj_ids = inference_state["obj_ids"]
+        num_frames = inference_state["num_frames"]
+        num_objects = self._get_obj_num(inference_state)
         if start_frame_idx is None:
-            start_frame_idx = min(f for o in state.objects.values() for f in o.prompts)
-        limit = state.num_frames if max_frame_num_to_track is None else max_frame_num_to_track
+            start_frame_idx = min(t for out in inference_state["output_dict_per_obj"].values() for t in out["cond_frame_outputs"])
+        if max_frame_num_to_track is None:
+            max_frame_num_to_track = num_frames
         if reverse:
-            order = list(range(start_frame_idx, max(start_frame_idx - limit, 0) - 1, -1)) if start_frame_idx > 0 else []
+            end = max(start_frame_idx - max_frame_num_to_track, 0)
+            order = range(start_frame_idx, end - 1, -1) if start_frame_idx > 0 else []
         else:
-            order = list(range(start_frame_idx, min(start_frame_idx + limit, state.num_frames - 1) + 1))
-        yield from self._propagate(state, order, "reverse" if reverse else "forward")
+            end = min(start_frame_idx + max_frame_num_to_track, num_frames - 1)
+            order = range(start_frame_idx, end + 1)
+        for frame_idx in order:
+            per_object = []
+            for obj_idx in range(num_objects):
+                outputs = inference_state["output_dict_per_obj"][obj_idx]
+                given = outputs["cond_frame_outputs"].get(frame_idx)
+                if given is None:
+                    earlier = outputs["non_cond_frame_outputs"].get(frame_idx)
+                    given = earlier if earlier is not None and earlier.get("frozen", False) else None
+                    if given is None:
+                        current_out, logits = self._run_single_frame_inference(
+                            inference_state=inference_state,
+                            output_dict=outputs,
+                            frame_idx=frame_idx,
+                            batch_size=1,
+                            is_init_cond_frame=False,
+                            robot_inputs=robot,
+                            point_inputs=None,
+                            mask_inputs=None,
+                            reverse=reverse,
+                            run_mem_encoder=True,
+                        )
+                        outputs["non_cond_frame_outputs"][frame_idx] = current_out
+                elif self.clear_non_cond_mem_around_input:
+                    self._clear_obj_non_cond_mem_around_input(inference_state, frame_idx, obj_idx)
+                if given is not None:
+                    logits = given["pred_masks"].to(inference_state["device"], non_blocking=True)
+                inference_state["frames_tracked_per_obj"][obj_idx][frame_idx] = {"reverse": reverse}
+                per_object.append(logits)
+            all_logits = torch.cat(per_object, dim=0) if len(per_object) > 1 else per_object[0]
+            _, video_res_masks = self._get_orig_video_res_output(inference_state, all_logits)
+            yield frame_idx, obj_ids, video_res_masks
 
-    def _propagate(
-        self, state: InferenceState, order: list[int], direction: str
-    ) -> Iterator[tuple[int, list[Any], torch.Tensor]]:
-        objects = [o for o in state.objects.values() if o.prompts]
-        groups = group_by_cond_frames([Track(o.target, dict(o.prompts)) for o in objects])
-        ids_by_group = {cond: [o.obj_id for o in objects if tuple(sorted(o.prompts)) == cond] for cond in groups}
-        runs = []  # (session, frames it yields this call, generator)
-        for cond, tracks in groups.items():
-            session = state.sessions.get(cond)
-            # Only forward-then-backward continues a session (SAM 2's usual two calls); anything else restarts it.
-            fresh = session is None or direction in session.directions or direction == "forward"
-            if fresh:
-                states = [self.tracker.start(t.target, state.num_frames, cond[0]) for t in tracks]
-                session = state.sessions[cond] = _Session(ids_by_group[cond], tracks, states, {}, set())
-            session.directions.add(direction)
-            # Forward tracking starts after the first prompted frame, backward before it.
-            step = [f for f in order if f not in cond and (f > cond[0] if direction == "forward" else f < cond[0])]
-            visits = ([Visit(f, "cond") for f in cond] if fresh else []) + [Visit(f, direction) for f in step]
-            generator = iter_logits(self.tracker, state.frames, visits, session.tracks, session.states, self.options, self.device)
-            cond_now = set(cond) if fresh else set()
-            runs.append((session, set(step) | cond_now, generator, cond_now))
-        buffers: dict[int, dict[tuple[int, int], torch.Tensor]] = collections.defaultdict(dict)
-        position = {obj_id: i for i, obj_id in enumerate(state.objects)}
-        for frame in order:
-            low: list[torch.Tensor | None] = [None] * len(state.objects)
-            for run_index, (session, produces, generator, cond_now) in enumerate(runs):
-                if frame in produces:
-                    while sum(k[0] == run_index for k in buffers[frame]) < len(session.tracks):
-                        f, index, logits = next(generator)
-                        buffers[f][(run_index, index)] = logits
-                        if f in cond_now:  # kept for a later backward call, which does not revisit prompt frames
-                            session.cond_logits.setdefault(f, [None] * len(session.tracks))[index] = logits
-                for index, obj_id in enumerate(session.objects):
-                    logits = buffers[frame].get((run_index, index))
-                    if logits is None and frame in session.cond_logits:
-                        logits = session.cond_logits[frame][index]
-                    if logits is not None:
-                        low[position[obj_id]] = logits
-            buffers.pop(frame, None)
-            yield frame, state.obj_ids, self._video_res(state, low)
+    def _run_single_frame_inference(
+        self,
+        inference_state,
+        output_dict,
+        frame_idx,
+        batch_size,
+        is_init_cond_frame,
+        robot_inputs,
+        point_inputs,
+        mask_inputs,
+        reverse,
+        run_mem_encoder,
+        prev_sam_mask_logits=None,
+    ):
+        """One frame through :meth:`track_step` with its raw frame and robot; the compact output SAM 2 stores."""
+        raw_image, _, vision_feats, vision_pos, feat_sizes = self._get_image_feature(inference_state, frame_idx, batch_size)
+        if point_inputs is not None and mask_inputs is not None:
+            raise ValueError("points and a mask cannot prompt the same frame")
+        out = self.track_step(
+            frame_idx=frame_idx,
+            is_init_cond_frame=is_init_cond_frame,
+            current_raw_image=raw_image,
+            current_vision_feats=vision_feats,
+            current_vision_pos_embeds=vision_pos,
+            feat_sizes=feat_sizes,
+            robot_inputs=robot_inputs,
+            point_inputs=point_inputs,
+            mask_inputs=mask_inputs,
+            output_dict=output_dict,
+            num_frames=inference_state["num_frames"],
+            track_in_reverse=reverse,
+            run_mem_encoder=run_mem_encoder,
+            prev_sam_mask_logits=prev_sam_mask_logits,
+        )
+        storage = inference_state["storage_device"]
+        features = out["maskmem_features"]
+        if features is not None:  # stored in bfloat16, as SAM 2 and the release do
+            features = features.to(torch.bfloat16).to(storage, non_blocking=True)
+        logits = out["pred_masks"]
+        if self.fill_hole_area > 0:
+            logits = fill_holes_in_mask_scores(logits, self.fill_hole_area)
+        compact = {
+            "maskmem_features": features,
+            "maskmem_pos_enc": self._get_maskmem_pos_enc(inference_state, out),
+            "pred_masks": logits.to(storage, non_blocking=True),
+            "obj_ptr": out["obj_ptr"],
+            "object_score_logits": out["object_score_logits"],
+        }
+        return compact, logits
 
-    def _video_res(self, state: InferenceState, low: list[torch.Tensor | None]) -> torch.Tensor:
-        """``(num_objects, 1, H, W)`` float logits at video size; objects without output get SAM 2's no-object score."""
-        size = (state.video_height, state.video_width)
-        out = torch.full((len(low), 1, *size), NO_OBJ_SCORE, dtype=torch.float32, device=self.device)
-        for i, logits in enumerate(low):
-            if logits is not None:
-                out[i : i + 1] = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
-        return out
+    def segment_video(self, frames, targets=("robot",), prompts=None, options=None, seed: int | None = None):
+        """Label maps for in-memory ``frames``: :func:`segmentation.robotseg.video.segment_video` on this predictor.
 
+        One method call per clip, so the predictor also works behind Beam's ``large_model``
+        proxy. ``seed`` seeds the global RNG first (the prompt generator draws from it).
+        """
+        from segmentation.robotseg.video import segment_video
 
-def _as_array(value, shape: tuple[int, ...]) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=float).reshape(shape)
+        if seed is not None:
+            torch.manual_seed(seed)
+        return segment_video(self, frames, targets, prompts, options)
 
+    # ------------------------------------------------------------------ clearing
 
-def build_robotseg_video_predictor(
-    config_file: str | RobotSegConfig = "robotseg_hiera_t",
-    ckpt_path: str | None = None,
-    device: str | torch.device = "cuda",
-    options: InferenceOptions | None = None,
-    strict: bool = False,
-) -> RobotSegVideoPredictor:
-    """The release's entry point: a :class:`RobotSegVideoPredictor` for ``config_file`` and ``ckpt_path``.
+    def _clear_obj_non_cond_mem_around_input(self, inference_state, frame_idx, obj_idx):
+        """Drop one object's tracked (non-conditioning) memories within ``num_maskmem`` strides of a prompted frame.
 
-    ``config_file`` is one of our config names (``robotseg_hiera_t``, ``tiny``), a
-    :class:`RobotSegConfig`, or the release's config file name (``robotseg-infer.yaml``,
-    any folder), which maps to ``robotseg_hiera_t``. ``device="cuda"`` without a GPU
-    falls back to the CPU, as nothing else could run.
-    """
-    if isinstance(config_file, str):
-        stem = pathlib.Path(config_file).name.removesuffix(".yaml")
-        config_file = RELEASE_CONFIGS.get(stem, stem)
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        device = torch.device("cpu")
-    model = build_robotseg(config_file, ckpt_path, device, strict=strict)
-    return RobotSegVideoPredictor(model, options)
+        Used when ``clear_non_cond_mem_around_input`` is set; the release and ``sam2`` 1.1.0
+        call this method but do not define it.
+        """
+        r = self.memory_temporal_stride_for_eval
+        tracked = inference_state["output_dict_per_obj"][obj_idx]["non_cond_frame_outputs"]
+        for t in range(frame_idx - r * self.num_maskmem, frame_idx + r * self.num_maskmem + 1):
+            tracked.pop(t, None)
+
+    @torch.inference_mode()
+    def clear_all_prompts_in_frame(self, inference_state, frame_idx, obj_id, need_output=True):
+        """Remove one object's prompts on a frame (its output becomes a tracked, non-conditioning one)."""
+        obj_idx = self._obj_id_to_idx(inference_state, obj_id)
+        inference_state["robot_inputs_per_obj"][obj_idx].pop(frame_idx, None)
+        return super().clear_all_prompts_in_frame(inference_state, frame_idx, obj_id, need_output)
+
+    def _reset_tracking_results(self, inference_state):
+        for robots in inference_state["robot_inputs_per_obj"].values():
+            robots.clear()
+        super()._reset_tracking_results(inference_state)
+
+    @torch.inference_mode()
+    def reset_state(self, inference_state):
+        """Remove every object, prompt and result."""
+        super().reset_state(inference_state)
+        inference_state["robot_inputs_per_obj"].clear()
+
+    @torch.inference_mode()
+    def remove_object(self, inference_state, obj_id, strict=False, need_output=True):
+        """Remove an object id; returns ``(obj_ids, updated frames)`` as the release."""
+        old_idx = inference_state["obj_id_to_idx"].get(obj_id)
+        robots = dict(inference_state["robot_inputs_per_obj"])
+        result = super().remove_object(inference_state, obj_id, strict=strict, need_output=need_output)
+        if old_idx is not None and inference_state["obj_ids"]:
+            remaining = [i for i in sorted(robots) if i != old_idx]
+            inference_state["robot_inputs_per_obj"] = {new: robots[old] for new, old in enumerate(remaining)}
+        return result

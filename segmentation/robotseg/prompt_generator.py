@@ -1,18 +1,20 @@
-"""Robot Prompt Generator (RPG): the "robot tokens" the mask decoder gets as sparse prompts.
+"""The Robot Prompt Generator (RPG): object tokens clustered from the memory bank, as the release computes them.
 
-Two kinds of tokens:
+For every spatial memory frame (a ``grid x grid`` map of ``mem_dim``-channel memory
+features) and its foreground (the frame's stored low-res mask, sigmoid, resized to the
+grid, ``>= 0.5``), the foreground is split in two levels:
 
-* **class tokens**: the requested target (``arm``, ``gripper``, ``robot``) picks its
-  small bank of learned tokens;
-* **object tokens**: for each frame in the memory bank, its foreground memory features
-  are clustered in two levels (farthest-point seeds, one cosine k-means pass; then 4
-  micro clusters per macro region the same way). The L2-normalised micro centroids of
-  a macro region, concatenated, form one token (4 x 64 = 256 channels at the default
-  size). With an empty memory bank a learned embedding stands in.
+1. farthest-point sampling (FPS) on the foreground's grid coordinates seeds
+   ``object_token_num`` macro regions, one pass of cosine k-means assigns every
+   foreground token to a region;
+2. inside each region, FPS seeds 4 micro clusters, one k-means pass, and the 4 micro
+   prototypes (L2-normalised) are concatenated into one ``4 * mem_dim`` token.
 
-Object tokens depend only on one memory frame, so they are computed once, when that
-frame's memory is encoded (:meth:`RobotPromptGenerator.object_tokens`), and reused by
-every later frame that attends to it.
+A frame gives ``object_token_num`` tokens; a frame without foreground, and the first
+frame (no memory at all), gives the learned ``no_memory_prompt_embeddings_fg`` instead.
+FPS starts from a point drawn with ``torch.randint`` on the *global* RNG, exactly as the
+release does, so results depend on ``torch.manual_seed`` (seed before prompting to
+reproduce a run).
 """
 
 from __future__ import annotations
@@ -20,116 +22,141 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.init import trunc_normal_
 
-from segmentation.labels import TARGETS
-
-
-def farthest_point_seeds(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of ``k`` farthest-point seeds among unit vectors ``x`` ``(N, C)``, cosine distance.
-
-    The first seed is the point least similar to the mean direction, so the result is
-    deterministic. With fewer than ``k`` distinct points, indices repeat.
-    """
-    first = torch.argmin(x @ x.mean(0))
-    seeds = [first]
-    distance = 1 - x @ x[first]
-    for _ in range(k - 1):
-        nxt = torch.argmax(distance)
-        seeds.append(nxt)
-        distance = torch.minimum(distance, 1 - x @ x[nxt])
-    return torch.stack(seeds)
+#: Micro clusters per macro region (hard-coded in the release).
+MICRO_PER_REGION = 4
 
 
-def cosine_kmeans_pass(x: torch.Tensor, seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One k-means pass from seed indices: ``(centroids (k, C) unit length, assignment (N,))``.
-
-    Points join the most similar seed; a centroid is the normalised mean of its points
-    (a seed whose cluster is empty keeps its own direction).
-    """
-    centers = x[seeds]
-    assignment = torch.argmax(x @ centers.t(), dim=1)
-    sums = torch.zeros_like(centers).index_add(0, assignment, x)
-    counts = torch.bincount(assignment, minlength=len(seeds)).unsqueeze(1)
-    means = torch.where(counts > 0, sums / counts.clamp_min(1), centers)
-    return F.normalize(means, dim=1), assignment
-
-
-def two_level_tokens(x: torch.Tensor, num_macro: int, num_micro: int) -> torch.Tensor:
-    """Object tokens ``(num_macro, num_micro * C)`` of the foreground features ``x`` ``(N, C)``."""
-    x = F.normalize(x.float(), dim=1)
-    _, macro = cosine_kmeans_pass(x, farthest_point_seeds(x, num_macro))
-    tokens = []
-    for region in range(num_macro):
-        members = x[macro == region]
-        if len(members) == 0:  # the seed itself belongs to its cluster, but stay safe
-            members = x
-        micro, _ = cosine_kmeans_pass(members, farthest_point_seeds(members, num_micro))
-        tokens.append(micro.flatten())
-    return torch.stack(tokens)
+def farthest_points(coords: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of ``min(k, M)`` points of ``coords`` ``(M, 2)`` chosen greedily far apart; first one random."""
+    m = coords.shape[0]
+    if m == 0:
+        return torch.empty(0, dtype=torch.long, device=coords.device)
+    first = torch.randint(low=0, high=m, size=(1,), device=coords.device)
+    chosen = [int(first.item())]
+    nearest = torch.full((m,), float("inf"), device=coords.device)
+    last = coords[first]
+    for _ in range(1, min(k, m)):
+        delta = coords - last
+        nearest = torch.minimum(nearest, (delta * delta).sum(dim=-1))
+        far = int(torch.argmax(nearest).item())
+        chosen.append(far)
+        last = coords[far : far + 1]
+    return torch.tensor(chosen, dtype=torch.long, device=coords.device)
 
 
 class RobotPromptGenerator(nn.Module):
-    """Class tokens + clustered object tokens, as ``(B, N, d_model)`` sparse prompt embeddings."""
+    """Object tokens ``(B, frames * object_token_num, embed_dim)`` from a memory bank (the release's RPG).
+
+    ``grid_size`` is the side of one memory frame's token grid (64 at 1024 px, the
+    release's constant); smaller models set it to their own grid.
+    """
 
     def __init__(
         self,
-        d_model: int,
-        mem_dim: int,
-        class_bank_size: int,
-        num_macro: int,
-        num_micro: int,
-        foreground_threshold: float,
-        project_object_tokens: bool,
-        targets: tuple[str, ...] = TARGETS,
+        embed_dim: int,
+        object_token_num: int,
+        dropout: float = 0.0,
+        use_cosine: bool = True,
+        mask_thresh: float = 0.5,
+        grid_size: int = 64,
     ):
         super().__init__()
-        if not project_object_tokens and num_micro * mem_dim != d_model:
-            raise ValueError(f"object tokens have {num_micro} x {mem_dim} channels, not d_model={d_model}: enable the projection")
-        self.targets = tuple(targets)
-        self.num_macro = num_macro
-        self.num_micro = num_micro
-        self.foreground_threshold = foreground_threshold
-        self.class_tokens = nn.Parameter(torch.zeros(len(self.targets), class_bank_size, d_model))
-        trunc_normal_(self.class_tokens, std=0.02)
-        self.empty_memory_token = nn.Embedding(1, d_model)
-        self.object_proj = nn.Linear(num_micro * mem_dim, d_model) if project_object_tokens else nn.Identity()
+        self.embed_dim = embed_dim
+        self.object_token_num = object_token_num
+        self.dropout = nn.Dropout(dropout)
+        self.use_cosine = use_cosine
+        self.mask_thresh = mask_thresh
+        self.grid_size = grid_size
+        self.no_memory_prompt_embeddings_fg = nn.Embedding(1, embed_dim)
 
-    def object_tokens(self, memory_features: torch.Tensor, mask_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Object tokens of one memory frame: ``(B, K, num_micro * mem_dim)`` and validity ``(B, K)``.
+    def _kmeans_once(
+        self, feats: torch.Tensor, member: torch.Tensor, seeds: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor | None, list[torch.Tensor] | None]:
+        """One k-means pass over the tokens where ``member`` > 0, centres at ``seeds``: ``(prototypes, cluster masks)``."""
+        members = torch.nonzero(member > 0, as_tuple=False).squeeze(-1)
+        if members.numel() == 0:
+            return None, None
+        if seeds.numel() < k:  # fewer points than clusters: repeat the first seed
+            pad = seeds[0].repeat(k - seeds.numel()) if seeds.numel() else torch.zeros(k - seeds.numel(), dtype=torch.long)
+            seeds = torch.cat([seeds, pad.to(seeds.device)])
+        centres = feats[seeds.clamp(0, feats.shape[0] - 1)]
+        points = feats[members]
+        if self.use_cosine:
+            distance = 1.0 - F.normalize(points, dim=-1) @ F.normalize(centres, dim=-1).t()
+        else:
+            distance = torch.cdist(points, centres, p=2)
+        assign = torch.argmin(distance, dim=-1)
+        prototypes = torch.zeros(k, feats.shape[-1], device=feats.device)
+        masks = []
+        for ci in range(k):
+            selected = assign == ci
+            if selected.any():
+                prototypes[ci] = points[selected].mean(dim=0)
+                cluster = torch.zeros(feats.shape[0], dtype=torch.float32, device=feats.device)
+                cluster[members[selected]] = 1.0
+                masks.append(cluster)
+            else:
+                prototypes[ci] = centres[min(ci, centres.shape[0] - 1)]
+                masks.append(torch.zeros_like(member))
+        return prototypes, masks
 
-        ``memory_features`` ``(B, mem_dim, H, W)``; ``mask_probs`` ``(B, 1, H, W)`` is the
-        frame's mask probability on the same grid. A frame without foreground gives
-        invalid tokens, which :meth:`forward` replaces by the empty-memory embedding.
-        """
-        b, c = memory_features.shape[:2]
-        tokens = memory_features.new_zeros(b, self.num_macro, self.num_micro * c, dtype=torch.float32)
-        valid = torch.zeros(b, self.num_macro, dtype=torch.bool, device=memory_features.device)
-        foreground = mask_probs[:, 0] > self.foreground_threshold
-        for i in range(b):
-            points = memory_features[i].flatten(1).t()[foreground[i].flatten()]
-            if len(points) == 0:
-                continue
-            tokens[i] = two_level_tokens(points, self.num_macro, self.num_micro)
-            valid[i] = True
-        return tokens, valid
+    def frame_tokens(self, feats: torch.Tensor, foreground: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """``object_token_num`` tokens ``(K, 4 * C)`` of one memory frame: ``feats`` ``(HW, C)``, ``foreground`` ``(HW,)``."""
+        k = self.object_token_num
+        fg = (foreground >= self.mask_thresh).float()
+        if fg.sum() < 1:
+            return self.no_memory_prompt_embeddings_fg.weight.expand(k, MICRO_PER_REGION * feats.shape[-1])
+        fg_index = torch.nonzero(fg.bool(), as_tuple=False).squeeze(-1)
+        seeds = fg_index[farthest_points(coords[fg.bool()], k).clamp(0, fg_index.numel() - 1)]
+        macro, regions = self._kmeans_once(feats, fg, seeds, k)
+        tokens = []
+        for i in range(k):
+            region = regions[i] if regions[i].sum() >= 1 else fg
+            micro = None
+            if coords[region.bool()].numel() > 0:
+                region_index = torch.nonzero(region.bool(), as_tuple=False).squeeze(-1)
+                local = farthest_points(coords[region.bool()], MICRO_PER_REGION)
+                micro, _ = self._kmeans_once(
+                    feats, region, region_index[local.clamp(0, region_index.numel() - 1)], MICRO_PER_REGION
+                )
+            if micro is None:
+                micro = macro[i].unsqueeze(0).repeat(MICRO_PER_REGION, 1)
+            tokens.append(F.normalize(micro, dim=-1).reshape(1, -1))
+        return torch.cat(tokens, dim=0)
 
     def forward(
-        self, target: str, batch: int, object_tokens: torch.Tensor | None = None, valid: torch.Tensor | None = None
+        self,
+        memory: torch.Tensor | None,
+        memory_pos_embed: torch.Tensor | None,
+        mask_fg: torch.Tensor | None,
+        num_obj_ptr_tokens: int = 0,
+        bs: int = 1,
     ) -> torch.Tensor:
-        """Robot tokens ``(B, bank + N, d_model)`` for ``target``.
+        """Robot object tokens from ``memory`` ``(N, B, C)`` (spatial frames, then pointer tokens) and ``mask_fg`` ``(N, B[, 1])``.
 
-        ``object_tokens`` ``(B, N, num_micro * mem_dim)`` with ``valid`` ``(B, N)`` come from
-        the memory frames the current frame attends to; ``None`` (empty memory bank)
-        gives the learned empty-memory embedding.
+        ``memory=None`` (a conditioning frame) gives the learned no-memory token ``(bs, K, D)``.
+        ``memory_pos_embed`` is accepted for the release's signature and unused, as there.
         """
-        if target not in self.targets:
-            raise ValueError(f"unknown target {target!r}; expected one of {self.targets}")
-        class_tokens = self.class_tokens[self.targets.index(target)].unsqueeze(0).expand(batch, -1, -1)
-        empty = self.empty_memory_token.weight.unsqueeze(0)
-        if object_tokens is None or object_tokens.shape[1] == 0:
-            objects = empty.expand(batch, -1, -1)
-        else:
-            projected = self.object_proj(object_tokens.to(class_tokens.dtype))
-            objects = torch.where(valid.unsqueeze(-1), projected, empty.to(projected.dtype))
-        return torch.cat([class_tokens, objects.to(class_tokens.dtype)], dim=1)
+        k = self.object_token_num
+        if memory is None:
+            return self.no_memory_prompt_embeddings_fg.weight.expand(bs, k, -1)
+        n, b, c = memory.shape
+        if mask_fg.dim() == 3:
+            mask_fg = mask_fg.squeeze(-1)
+        if n <= num_obj_ptr_tokens:
+            return self.no_memory_prompt_embeddings_fg.weight.expand(b, k, -1)
+        per_frame = self.grid_size * self.grid_size
+        spatial = n - num_obj_ptr_tokens
+        if spatial % per_frame:
+            raise ValueError(
+                f"memory holds {spatial} spatial tokens, not a multiple of {per_frame} ({self.grid_size}^2) per frame"
+            )
+        frames = spatial // per_frame
+        feats = memory[:spatial].view(frames, per_frame, b, c).permute(2, 0, 1, 3).contiguous()
+        fg = mask_fg[:spatial].view(frames, per_frame, b).permute(2, 0, 1).contiguous()
+        g = torch.arange(self.grid_size, device=memory.device, dtype=torch.float32)
+        yy, xx = torch.meshgrid(g, g, indexing="ij")
+        coords = torch.stack([yy, xx], dim=-1).reshape(-1, 2)
+        tokens = [torch.cat([self.frame_tokens(feats[i, t], fg[i, t], coords) for t in range(frames)]) for i in range(b)]
+        return self.dropout(torch.stack(tokens, dim=0))

@@ -12,8 +12,11 @@ Settings, as in the paper's tables:
 * ``BB`` the ground-truth box of the first frame.
 
 Each target is tracked forward from its first present frame through the released
-predictor API (``segmentation.robotseg.predictor``, the same engine as the Beam source)
-and scored by ``segmentation.metrics.score_object(..., from_first_present=True)``.
+predictor API (``segmentation.robotseg.predictor``, the same engine as the Beam source),
+one target per state as the release runs one category at a time. As the release's
+``test/inference_auto_semi_vrs.py`` (``--guided_filter``, default on), every propagated
+frame except the first is refined by the release's guided refinement; every frame from the
+prompt frame on is scored (``eval_auto_semi.sh`` passes ``--do_not_skip_first_and_last_frame``).
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+import torch
 
-from segmentation.robotseg.predictor import InferenceState, RobotSegVideoPredictor
+from segmentation.robotseg.postprocess import refine_rgb
+from segmentation.robotseg.predictor import RobotSegVideoPredictor
 
 SETTINGS = ("AU", "1C", "3C", "BB")
 #: Object ids the release uses per target (VRS folders 000, 001, 002).
@@ -90,11 +95,12 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def prompt_target(
-    predictor: RobotSegVideoPredictor, state: InferenceState, target: str, setting: str, frame: int, gt: np.ndarray
+    predictor: RobotSegVideoPredictor, state: dict, target: str, setting: str, frame: int, gt: np.ndarray
 ) -> list[Click] | tuple[int, int, int, int] | None:
     """Prompt ``target`` on ``frame`` of ``state`` per ``setting`` from its ground truth ``gt`` ``(H, W)``; returns the prompt used."""
     obj_id = OBJECT_IDS[target]
     if setting == "AU":
+        torch.manual_seed(0)  # the prompt generator's sampling draws from the global RNG
         predictor.add_new_robot(state, frame, obj_id, robot=target)
         return None
     if setting == "BB":
@@ -126,25 +132,26 @@ def prompt_target(
 
 
 def segment_for_protocol(
-    predictor: RobotSegVideoPredictor, frames: np.ndarray, gt: dict[str, np.ndarray], setting: str
+    predictor: RobotSegVideoPredictor, frames: np.ndarray, gt: dict[str, np.ndarray], setting: str, refine: bool = True
 ) -> dict[str, np.ndarray]:
     """Predicted masks ``(T, H, W)`` per target of ``gt`` (masks over all ``frames``), each tracked from its first present frame.
 
     Targets with no ground truth anywhere are left out (the protocol does not score them).
-    All targets of one setting share one predictor state, so frames are encoded once
-    per group of targets that start on the same frame.
+    Frames before a target's first present frame stay empty (they are not scored).
     """
-    state = predictor.init_state(frames)
     starts = {t: first_present(m) for t, m in gt.items()}
     starts = {t: f for t, f in starts.items() if f is not None}
+    out = {t: np.zeros(frames.shape[:3], bool) for t in starts}
     if not starts:
         return {}
-    for target, frame in starts.items():
-        prompt_target(predictor, state, target, setting, frame, np.asarray(gt[target][frame], bool))
-    out = {t: np.zeros(frames.shape[:3], bool) for t in starts}
-    for frame, ids, logits in predictor.propagate_in_video(state):
-        for target in starts:
-            out[target][frame] = (logits[ids.index(OBJECT_IDS[target]), 0] > 0).cpu().numpy()
+    with torch.inference_mode():
+        state = predictor.init_state(frames)
+        for target, start in starts.items():
+            predictor.reset_state(state)
+            prompt_target(predictor, state, target, setting, start, np.asarray(gt[target][start], bool))
+            for i, (frame, ids, logits) in enumerate(predictor.propagate_in_video(state, target)):
+                mask = (logits[ids.index(OBJECT_IDS[target]), 0] > 0).cpu().numpy()
+                out[target][frame] = refine_rgb(mask, frames[frame]) if refine and i != 0 else mask
     return out
 
 

@@ -3,9 +3,12 @@
 Recipe keys (under ``segmentation:``, beside the pipeline's own ``source``, ``targets``,
 ``batch_size``, ``large_model``, ``model_copies``) are the fields of
 :class:`RobotSegOptions`. ``checkpoint`` is required: RobotSeg without trained weights
-segments nothing useful. ``allow_random_init: true`` lifts that requirement; it exists
-only so that tests and benchmarks can run the ``tiny`` (or full) architecture with
-random weights.
+segments nothing useful (the authors' ``robotseg.pt``, see docs/robotseg.md). A RobotSeg
+checkpoint must fill every key of the model, or the run stops (exit 2) naming the keys;
+a SAM 2.1 checkpoint fills the SAM 2 part only. ``allow_random_init: true`` lifts the
+requirement; it exists only so that tests and benchmarks can run the ``tiny`` (or full)
+architecture with (seeded) random weights. ``config`` names one of the configs we ship
+(:data:`segmentation.robotseg.build.CONFIGS`); a recipe cannot pass Hydra overrides.
 
 ``model_targets`` says which RobotSeg targets run (each costs one memory-attention and
 decoder pass per frame; the image encoder runs once per frame for all of them); the
@@ -21,9 +24,9 @@ import numpy as np
 import torch
 
 from segmentation.labels import TARGETS
-from segmentation.robotseg.checkpoint import CheckpointError, read_state_dict
-from segmentation.robotseg.config import CONFIGS
-from segmentation.robotseg.model import RobotSeg, build_robotseg
+from segmentation.robotseg.build import CONFIGS, build_robotseg_video_predictor, compile_image_encoder
+from segmentation.robotseg.checkpoint import CheckpointError, checkpoint_kind, read_state_dict
+from segmentation.robotseg.predictor import RobotSegVideoPredictor
 from segmentation.robotseg.prompts import PromptFile, PromptFileError, load_prompt_file
 from segmentation.robotseg.video import InferenceOptions
 from segmentation.sources import CameraClip, MaskSource, SourceConfigError
@@ -39,18 +42,19 @@ class RobotSegOptions:
     config: str = "robotseg_hiera_t"  # robotseg_hiera_t | tiny
     checkpoint: str | None = None  # robotseg.pt (or a SAM 2.1 checkpoint, for the SAM 2 part only)
     allow_random_init: bool = False  # tests only: run without a checkpoint
-    strict_checkpoint: bool = False  # fail unless every checkpoint key matches
+    strict_checkpoint: bool = False  # also refuse SAM 2.1 checkpoints (RobotSeg checkpoints are always strict)
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
     model_targets: list[str] = dataclasses.field(default_factory=lambda: list(TARGETS))
     mode: str = "automatic"  # automatic (Robot Prompt Generator) | prompted (clicks/boxes from `prompts`)
     prompts: str | None = None  # prompt file (JSON, see segmentation.robotseg.prompts) for mode=prompted
     missing_prompts: str = "automatic"  # prompted mode, clip without prompts: automatic | error | empty
-    chunk_size: int = 8  # frames per image-encoder batch
+    chunk_size: int = 8  # unused by RobotSeg (its predictor encodes frame by frame, as the release); kept for old recipes
     bf16: bool = True  # bf16 autocast on CUDA
     compile: bool = False  # torch.compile the image encoder
-    refine: bool = False  # guided-filter edge refinement
-    refine_radius: int = 4
-    refine_eps: float = 0.001
+    refine: bool = False  # the release's guided-filter edge refinement (every frame but the first prompted one)
+    fill_holes: bool = True  # the release's hole filling (8 px) on the low-res logits
+    refine_radius: int = 4  # sam2 source only
+    refine_eps: float = 0.001  # sam2 source only
 
 
 def resolve_device(device: str) -> torch.device:
@@ -84,6 +88,24 @@ def check_checkpoint(checkpoint: str | None, allow_random_init: bool) -> None:
         raise SourceConfigError(f"segmentation.checkpoint: {e}") from None
 
 
+def check_robotseg_checkpoint(options: "RobotSegOptions") -> None:
+    """Raise :class:`SourceConfigError` unless the checkpoint fits the configured model exactly (RobotSeg) or in its SAM 2 part.
+
+    The model is built here once, on CPU, so a bad checkpoint stops the run before any worker starts.
+    """
+    check_checkpoint(options.checkpoint, options.allow_random_init)
+    if options.checkpoint is None:
+        return
+    if options.strict_checkpoint and checkpoint_kind(read_state_dict(options.checkpoint)) == "sam2":
+        raise SourceConfigError(
+            f"segmentation.checkpoint: {options.checkpoint} is a SAM 2.1 checkpoint (no RobotSeg keys) and strict_checkpoint is set"
+        )
+    try:
+        build_robotseg_video_predictor(options.config, options.checkpoint, "cpu", fill_holes=options.fill_holes)
+    except CheckpointError as e:
+        raise SourceConfigError(f"segmentation.checkpoint: {e}") from None
+
+
 def inference_options(options) -> InferenceOptions:
     """The engine's options from a source's options (shared field names)."""
     return InferenceOptions(
@@ -112,7 +134,6 @@ class RobotSegMaskSource(MaskSource):
             raise SourceConfigError(
                 f"segmentation.config: unknown RobotSeg config {o.config!r}; known: {', '.join(sorted(CONFIGS))}"
             )
-        check_checkpoint(o.checkpoint, o.allow_random_init)
         check_device(o.device)
         if not o.model_targets:
             raise SourceConfigError("segmentation.model_targets: needs at least one of " + ", ".join(TARGETS))
@@ -134,15 +155,16 @@ class RobotSegMaskSource(MaskSource):
                 raise SourceConfigError(f"segmentation.prompts: {e}") from None
         if o.chunk_size < 1:
             raise SourceConfigError("segmentation.chunk_size: must be >= 1")
+        check_robotseg_checkpoint(o)
 
-    def load_model(self) -> RobotSeg:
+    def load_model(self) -> RobotSegVideoPredictor:
         o = self.options
-        model = build_robotseg(o.config, o.checkpoint, resolve_device(o.device), strict=o.strict_checkpoint)
+        predictor = build_robotseg_video_predictor(o.config, o.checkpoint, resolve_device(o.device), fill_holes=o.fill_holes)
         if o.compile:
-            model.enable_compile()
-        return model
+            compile_image_encoder(predictor)
+        return predictor
 
-    def segment(self, model: RobotSeg, clip: CameraClip) -> np.ndarray:
+    def segment(self, model: RobotSegVideoPredictor, clip: CameraClip) -> np.ndarray:
         o = self.options
         prompts = None
         if o.mode == "prompted":
@@ -155,4 +177,6 @@ class RobotSegMaskSource(MaskSource):
                 return np.zeros(clip.frames.shape[:3], dtype=np.uint8)
         # A video model tracks through the whole clip: it is decoded whole here (memory grows with the
         # episode on this path only; model sources run on GPU workers sized for it).
-        return model.segment_video(np.asarray(clip.frames), list(o.model_targets), prompts, inference_options(o))
+        # Seeded per clip: the prompt generator draws from the global RNG (as in the release), and a
+        # clip's masks must not depend on which clips a worker ran before it.
+        return model.segment_video(np.asarray(clip.frames), list(o.model_targets), prompts, inference_options(o), seed=0)

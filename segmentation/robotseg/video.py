@@ -1,4 +1,9 @@
-"""Video inference on in-memory frames: RobotSeg (automatic or prompted), and any SAM 2-like tracker.
+"""Video inference on in-memory frames: RobotSeg on the release's predictor, and a chunked engine for SAM 2-like trackers.
+
+RobotSeg (:func:`segment_video`) runs through
+:class:`segmentation.robotseg.predictor.RobotSegVideoPredictor`, the release's API, one
+target at a time (the release propagates one robot category per call). The rest of this
+module is the engine the ``sam2`` source uses (:func:`track_video`):
 
 The engine encodes every frame once, in chunks of ``chunk_size`` frames, and runs each
 tracked target's memory attention and decoder on those shared features. A target is a
@@ -6,8 +11,8 @@ tracked target's memory attention and decoder on those shared features. A target
 automatic robot prompt). As in SAM 2, the conditioning frames are segmented first,
 then tracking runs forward from the first of them to the end and backward from it to
 frame 0. Each frame is visited exactly once, so frame features are freed right after
-use and the memory bank (:class:`segmentation.robotseg.memory.MemoryBank`) keeps only
-what later frames can select: memory does not grow with the episode. Targets whose conditioning frames differ
+use and the tracker's memory keeps only what later frames can select: memory does not
+grow with the episode. Targets whose conditioning frames differ
 are tracked in separate passes (one image-encoder pass each).
 
 Outputs are resized to each frame's own size and thresholded (optionally refined with
@@ -26,10 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from segmentation.labels import TARGETS, label_map_from_targets
-from segmentation.robotseg.memory import MemoryBank
-from segmentation.robotseg.model import FrameFeatures, PointPrompt, RobotSeg
+from segmentation.robotseg.model import PointPrompt
+from segmentation.robotseg.postprocess import refine_mask, refine_rgb
 from segmentation.robotseg.prompts import FramePrompt
-from segmentation.robotseg.refine import refine_mask
 
 
 @dataclasses.dataclass
@@ -129,38 +133,6 @@ def _autocast(device: torch.device, options: InferenceOptions):
     if options.bf16 and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-class RobotSegTracker:
-    """:class:`FrameTracker` for :class:`RobotSeg`: one :class:`MemoryBank` per target."""
-
-    @dataclasses.dataclass
-    class State:
-        target: str
-        bank: MemoryBank
-
-    def __init__(self, model: RobotSeg):
-        self.model = model
-        self.image_size = model.image_size
-
-    def encode(self, images: torch.Tensor) -> list[FrameFeatures]:
-        features = self.model.encode_images(images)
-        return [features.frame(i) for i in range(len(features))]
-
-    def start(self, target: str, num_frames: int, first_cond_frame: int) -> "RobotSegTracker.State":
-        c = self.model.config
-        bank = MemoryBank(c.num_maskmem, c.max_obj_ptrs_in_encoder, c.max_cond_frames_in_attn, num_frames, first_cond_frame)
-        return self.State(target, bank)
-
-    def step(
-        self, state: "RobotSegTracker.State", frame: int, features: FrameFeatures, prompt: PointPrompt | None, kind: str
-    ) -> torch.Tensor:
-        if kind == "reverse" and not state.bank.reverse:
-            state.bank.start_reverse()
-        selection = None if kind == "cond" else state.bank.select(frame)
-        output = self.model.step(features, state.target, selection, prompt)
-        state.bank.add(frame, self.model.encode_memory(features, output, from_points=prompt is not None), is_cond=kind == "cond")
-        return output.low_res_logits
 
 
 @torch.inference_mode()
@@ -263,27 +235,98 @@ def label_maps_from_masks(masks: dict[str, np.ndarray], shape: tuple[int, ...]) 
     return label_map_from_targets(masks.get("robot", empty), masks.get("arm", empty), masks.get("gripper", empty))
 
 
+def _robotseg_passes(predictor, state, track: Track) -> Iterator[tuple[int, torch.Tensor]]:
+    """One target through the release's API: its prompts, then forward and (if prompted later than frame 0) backward."""
+    predictor.reset_state(state)
+    for frame, prompt in sorted(track.prompts.items()):
+        if prompt is None:  # automatic: the Robot Prompt Generator alone
+            predictor.add_new_robot(state, frame, obj_id=0, robot=track.target)
+            continue
+        points = [list(p) for p in prompt.points] or None
+        predictor.add_new_points_or_box(
+            state,
+            frame,
+            obj_id=0,
+            robots=track.target,
+            points=points,
+            labels=list(prompt.labels) if points else None,
+            box=list(prompt.box) if prompt.box is not None else None,
+        )
+    first = min(track.prompts)
+    outputs = state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
+    # Tracked frames older than the memory and pointer windows are never read again: dropping them
+    # keeps memory bounded on long episodes (the release keeps them all) without changing any mask.
+    # The first frames after `first` stay for the backward pass, which reads them.
+    window = max(predictor.num_maskmem, predictor.max_obj_ptrs_in_encoder)
+    for frame, _, logits in predictor.propagate_in_video(state, track.target):
+        yield frame, logits[0]
+        for old in [t for t in outputs if t < frame - window and t > first + window]:
+            del outputs[old]
+    if first > 0:
+        for frame, _, logits in predictor.propagate_in_video(state, track.target, start_frame_idx=first, reverse=True):
+            if frame != first:
+                yield frame, logits[0]
+            for old in [t for t in outputs if frame + window < t < first]:
+                del outputs[old]
+
+
 def segment_video(
-    model: RobotSeg,
+    predictor,
     frames: np.ndarray,
     targets: Sequence[str] = ("robot",),
     prompts: Sequence[FramePrompt] | None = None,
     options: InferenceOptions | None = None,
 ) -> np.ndarray:
-    """RobotSeg label maps ``(T, H, W)`` uint8 for ``frames`` ``(T, H, W, 3)`` uint8.
+    """RobotSeg label maps ``(T, H, W)`` uint8 for ``frames`` ``(T, H, W, 3)`` uint8, on the release's predictor.
 
-    Without ``prompts`` every target is automatic (the Robot Prompt Generator prompts
-    frame 0 and every later frame); with prompts (points and/or a box on any frames),
-    those frames condition their target, SAM 2 style.
+    ``predictor`` is a :class:`~segmentation.robotseg.predictor.RobotSegVideoPredictor`. Each
+    target runs as the release runs one category: without prompts ``add_new_robot`` on frame
+    0, with prompts (points and/or a box) on their frames, then ``propagate_in_video`` forward
+    (and backward from a later first prompt). ``options.refine`` applies the release's
+    guided refinement (:func:`segmentation.robotseg.postprocess.guided_refine_mask`) to
+    every frame except the first prompted one, as its evaluation script does.
     """
     options = options or InferenceOptions()
-    if options.compile:
-        model.enable_compile()
-    tracks = tracks_for(targets, prompts or ())
-    was_training = model.training
-    model.eval()  # inference behaviour (no dropout, hard no-object masks) even mid-training
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    masks = {}
+    was_training = predictor.training
+    predictor.eval()  # inference behaviour (no dropout, hard no-object masks) even mid-training
     try:
-        masks = track_video(RobotSegTracker(model), frames, tracks, options, model.device)
+        with torch.inference_mode(), _autocast(predictor.device, options):
+            state = predictor.init_state(frames)
+            for track in tracks_for(targets, prompts or ()):
+                out = np.zeros(frames.shape[:3], dtype=bool)
+                first = min(track.prompts)
+                for frame, logits in _robotseg_passes(predictor, state, track):
+                    mask = (logits[0] > options.mask_threshold).cpu().numpy()
+                    out[frame] = refine_rgb(mask, frames[frame]) if options.refine and frame != first else mask
+                masks[track.target] = out
     finally:
-        model.train(was_training)
+        predictor.train(was_training)
     return label_maps_from_masks(masks, frames.shape[:3])
+
+
+def load_frame_folder(folder) -> np.ndarray:
+    """Frames ``(T, H, W, 3)`` uint8 RGB from a folder of images named by their index (``00000.jpg``...), in index order."""
+    import pathlib
+
+    import cv2
+
+    folder = pathlib.Path(folder)
+    files = sorted(
+        (p for p in folder.iterdir() if p.stem.isdigit() and p.suffix.lower() in (".jpg", ".jpeg", ".png")),
+        key=lambda p: int(p.stem),
+    )
+    if not files:
+        raise ValueError(f"{folder}: no image files named by their frame index")
+    frames = []
+    for file in files:
+        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"{file}: cannot read image")
+        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    if len({f.shape for f in frames}) > 1:
+        raise ValueError(f"{folder}: frames differ in size")
+    return np.stack(frames)
