@@ -216,13 +216,13 @@ def test_checkpoints_resume_and_load_into_build_robotseg(tmp_path):
     clips = synthetic_clips(2)
     first = finetune(options, clips)
     assert [r["step"] for r in first["history"]] == [1, 2]
-    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert state["step"] == 2 and "optimizer" in state
     # Asked for 3 steps, the run continues from step 2 (one more step), not from scratch.
     resumed = finetune(dataclasses.replace(options, steps=3), clips)
     assert [r["step"] for r in resumed["history"]] == [1, 2, 3]
     loaded = build_robotseg("tiny", str(tmp_path / "robotseg.pt"), strict=True)
-    trained = torch.load(tmp_path / "robotseg.pt", weights_only=False)["model"]
+    trained = torch.load(tmp_path / "robotseg.pt", weights_only=True)["model"]
     assert all(torch.equal(v, trained[k]) for k, v in loaded.state_dict().items())
 
 
