@@ -410,6 +410,8 @@ def _check_cross_section(recipe: Recipe) -> None:
             raise RecipeError(f"segmentation.targets: unknown target {target!r}; allowed: {', '.join(TARGETS)}")
     _check_counts(recipe)
     _check_output_names(recipe.output)
+    check_file_system(recipe.input.dir, "input.dir")
+    check_file_system(recipe.output.dir, "output.dir")
     if recipe.input.part is not None:
         from pipelines.partition import parse_part
 
@@ -573,6 +575,23 @@ def _type_name(hint: Any) -> str:
     if isinstance(hint, type):
         return hint.__name__
     return str(hint).replace("typing.", "")
+
+
+def check_file_system(path: str, key_path: str) -> None:
+    """Raise :class:`RecipeError` naming ``key_path`` if ``path`` is a URL no installed file system reads.
+
+    ``gs://`` needs Beam's GCP extra; without it Beam fails deep inside with a traceback.
+    """
+    if "://" not in path:
+        return
+    from apache_beam.io.filesystems import FileSystems  # imported on use: reading a recipe stays light
+
+    try:
+        FileSystems.get_filesystem(path)
+    except ValueError:
+        scheme = path.split("://", 1)[0]
+        extra = " (install the gcp extra: pip install 'oxe-augment[gcp]')" if scheme == "gs" else ""
+        raise RecipeError(f"{key_path}: no file system for {scheme}:// paths is installed{extra}: {show(path)}") from None
 
 
 def resolve_path(path: str) -> str:

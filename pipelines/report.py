@@ -36,6 +36,8 @@ class RunReport:
     seconds_per_stage: dict[str, float]
     mask_coverage: dict[str, float]
     failures: list[dict[str, Any]]
+    # What the run did that the recipe may not have meant, e.g. task objects replaced for lack of masks.
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -57,6 +59,7 @@ class RunReport:
                 f"split {split}: nothing written, all {counts['episodes_in']} episodes failed; "
                 f"first {first['key']}: {first['reason']}"
             )
+        lines += [f"warning: {w}" for w in self.warnings]
         if self.failures:
             lines.append(
                 f"failures: {len(self.failures)} (see failures.jsonl); first: {self.failures[0]['key']}: {self.failures[0]['reason']}"
@@ -78,6 +81,7 @@ def build_report(
     output_dataset: str,
     wall_seconds: float,
     splits: list[str] = (),
+    warnings: list[str] = (),
 ) -> RunReport:
     """Aggregate per-episode records into the run's report (every split in ``splits`` listed)."""
     written = [r for r in records if r.status == "written"]
@@ -110,6 +114,7 @@ def build_report(
         seconds_per_stage={s: round(sum(r.seconds.get(s, 0.0) for r in written), 3) for s in stages},
         mask_coverage={k: round(float(np.mean([r.coverage[k] for r in written if k in r.coverage])), 5) for k in coverage_keys},
         failures=[{"key": r.key, "split": r.split, "stage": r.stage, "reason": r.reason, "source": r.source} for r in failures],
+        warnings=list(warnings),
     )
     assert report.episodes_in == report.episodes_written + report.episodes_failed
     return report
