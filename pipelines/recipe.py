@@ -210,7 +210,7 @@ def parse_yaml(text: str, where: str, what: str = "") -> Any:
             return None
         if _expanded_size(node) > MAX_RECIPE_NODES:
             raise ValueError(
-                "the YAML expands to more than {MAX_RECIPE_NODES} values (anchors and aliases repeated "
+                f"the YAML expands to more than {MAX_RECIPE_NODES} values (anchors and aliases repeated "
                 "over and over); refused (pipelines.recipe.MAX_RECIPE_NODES)"
             )
         return loader.construct_document(node)

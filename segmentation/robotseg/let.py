@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import pathlib
+import pickle
 import time
 from typing import Any, Callable, Sequence
 
@@ -523,7 +524,13 @@ def finetune(
     last = out / CHECKPOINT_LAST
     if o.resume and last.exists():
         # weights_only: the output folder may hold a planted pickle; the state is plain tensors and containers.
-        payload = torch.load(last, map_location=device, weights_only=True)
+        try:
+            payload = torch.load(last, map_location=device, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise ValueError(
+                f"{last}: not a resume state this tool wrote (it holds more than tensors and plain values; "
+                f"not loaded): {str(e).splitlines()[0]}; delete it to start over"
+            ) from None
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         step, history = int(payload["step"]), json.loads(payload.get("history_json", "[]"))
