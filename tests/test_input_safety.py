@@ -296,11 +296,17 @@ def test_empty_images_are_inspected_and_every_episode_is_accounted(empty_images_
 # 10. Resource caps
 
 
-BILLION_LAUGHS = (
-    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
-    + "".join(f"{chr(ord('b') + i)}: &{chr(ord('b') + i)} [{','.join(['*' + chr(ord('a') + i)] * 9)}]\n" for i in range(8))
-    + "name: *i\n"
-)
+def laughs(levels: int) -> str:
+    """A recipe whose ``name`` nests ``levels`` anchors, each alias list nine times the one before:
+    ``9 ** levels`` strings once expanded (a repr of it in a message would be gigabytes at 9)."""
+    lines = ["input: {dir: /data/in}", "output: {dir: /data/out}", "name:", '  - &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for level in range(1, levels):
+        anchor, previous = chr(ord("a") + level), chr(ord("a") + level - 1)
+        lines.append(f"  - &{anchor} [{','.join(['*' + previous] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+BILLION_LAUGHS = laughs(9)
 
 
 def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path, capsys):
@@ -312,9 +318,8 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path, capsys):
 
 
 def test_a_long_value_is_cut_in_the_message(tmp_path, bridge_dir, capsys):
-    """A smaller bomb (9 ** 6 values once expanded) and a long string: the message stays short."""
-    small_bomb = "\n".join(BILLION_LAUGHS.splitlines()[:6]) + "\nname: *f\n"
-    recipe = write_recipe(tmp_path, small_bomb)
+    """A smaller bomb (9 ** 6 values once expanded) and a long --set value: the message stays short."""
+    recipe = write_recipe(tmp_path, laughs(6))
     assert run_cli("run", recipe, "--check") == 2
     assert len(one_line_error(capsys.readouterr().err)) < 500
     common = ["--set", f"input.dir={bridge_dir}", "--set", f"output.dir={tmp_path / 'o'}", "--check"]
