@@ -299,7 +299,12 @@ def test_empty_images_are_inspected_and_every_episode_is_accounted(empty_images_
 def laughs(levels: int) -> str:
     """A recipe whose ``name`` nests ``levels`` anchors, each alias list nine times the one before:
     ``9 ** levels`` strings once expanded (a repr of it in a message would be gigabytes at 9)."""
-    lines = ["input: {dir: /data/in}", "output: {dir: /data/out}", "name:", '  - &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines = [
+        "input: {dir: /data/in}",
+        "output: {dir: /data/out}",
+        "name:",
+        '  - &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+    ]
     for level in range(1, levels):
         anchor, previous = chr(ord("a") + level), chr(ord("a") + level - 1)
         lines.append(f"  - &{anchor} [{','.join(['*' + previous] * 9)}]")
@@ -533,3 +538,24 @@ def test_keep_objects_without_object_masks_is_warned_before_the_run_and_in_the_r
     for override in ("segmentation.keep_objects=false", "background={source: original}"):
         assert run_cli("run", recipe, "--set", override, "--set", "output.overwrite=true", "--check") == 0
         assert "warning" not in capsys.readouterr().err
+
+
+def test_a_diffusion_model_folder_may_name_only_diffusers_and_transformers_classes(tmp_path):
+    """diffusers imports the library each component of model_index.json names: a stranger's folder names no other."""
+    from backgrounds.base import BackgroundConfigError
+    from backgrounds.diffusion import DiffusionInpaintBackground, DiffusionOptions
+    from tests.tiny_inpaint_pipeline import save_tiny_sd_inpaint
+
+    folder = save_tiny_sd_inpaint(tmp_path / "sd")
+    source = DiffusionInpaintBackground(DiffusionOptions(model=str(folder)))
+    source.check()
+    index = json.loads((folder / "model_index.json").read_text())
+    for planted in (["os", "system"], ["my_module", "Anything"], ["diffusers", "__class__"]):
+        (folder / "model_index.json").write_text(json.dumps({**index, "safety_checker": planted}))
+        with pytest.raises(BackgroundConfigError, match=f"{folder}: model_index.json component 'safety_checker'"):
+            source.check()
+    # diffusers' own pipeline modules are fine (Stable Diffusion's released index names its safety checker so).
+    (folder / "model_index.json").write_text(
+        json.dumps({**index, "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"]})
+    )
+    source.check()
