@@ -8,7 +8,9 @@ on every frame gives every frame the same look, so an augmented episode never fl
 
 from __future__ import annotations
 
+import inspect
 import random
+import re
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -49,9 +51,9 @@ def transform_from_spec(spec: Any, where: str, pixel_level: bool = False) -> A.B
     kwargs = {} if kwargs is None else kwargs
     if not isinstance(kwargs, Mapping):
         raise ValueError(f"{where}.{name}: arguments must be a mapping, got {kwargs!r}")
-    cls = getattr(A, str(name), None)
-    if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
-        raise ValueError(f"{where}: unknown albumentations transform {name!r}")
+    cls = _transform_class(name)
+    if cls is None:
+        raise ValueError(f"{where}: unknown albumentations transform {str(name)[:100]!r}")
     if pixel_level and not issubclass(cls, A.ImageOnlyTransform):
         raise ValueError(
             f"{where}: {name} moves pixels; only pixel-level (ImageOnlyTransform) transforms keep the robot aligned with its mask"
@@ -60,6 +62,29 @@ def transform_from_spec(spec: Any, where: str, pixel_level: bool = False) -> A.B
         return cls(**kwargs, strict=True)
     except Exception as e:  # albumentations reports bad arguments as pydantic or plain errors
         raise ValueError(f"{where}.{name}: invalid arguments {dict(kwargs)!r}: {e}") from None
+
+
+# Public names only; Lambda runs functions it is given (a recipe holds none, but a transform
+# that exists to call code has no place in a data file).
+_TRANSFORM_NAME = re.compile(r"[A-Z][A-Za-z0-9]*")
+_NOT_RECIPE_TRANSFORMS = {"Lambda", "BasicTransform", "DualTransform", "ImageOnlyTransform", "NoOp"}
+
+
+def _transform_class(name: Any) -> type | None:
+    """The albumentations transform class called ``name``, or ``None``.
+
+    A recipe names it, so the lookup goes no further than a concrete transform class that
+    albumentations itself defines: never another attribute of the module, a function, a
+    submodule, or a class imported into it from elsewhere.
+    """
+    if not isinstance(name, str) or not _TRANSFORM_NAME.fullmatch(name) or name in _NOT_RECIPE_TRANSFORMS:
+        return None
+    cls = vars(A).get(name)
+    if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
+        return None
+    if not (cls.__module__ or "").startswith("albumentations.") or inspect.isabstract(cls):
+        return None
+    return cls
 
 
 def transforms_from_specs(specs: Sequence[Any], where: str, pixel_level: bool = False) -> list[A.BasicTransform]:

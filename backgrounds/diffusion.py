@@ -264,6 +264,7 @@ class DiffusionInpaintBackground(BackgroundSource):
                 )
         else:
             kind = PIPELINE_KINDS[self.options.pipeline]
+        _check_components(index, f"{self.key_path}.model: {model}")
         if kind.denoiser not in index:
             raise BackgroundConfigError(
                 f"{self.key_path}.model: {model} has no {kind.denoiser} component, which a {kind.class_name} needs"
@@ -430,6 +431,37 @@ class DiffusionInpaintBackground(BackgroundSource):
         with torch.inference_mode():
             painted = model(**arguments).images
         return [np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8) for image in painted]
+
+
+# A model folder may come from a stranger: diffusers imports the library each component of
+# model_index.json names (and runs a component's own .py file if asked to trust it, which we
+# never do), so only the libraries an inpainting pipeline is built from are accepted.
+_COMPONENT_LIBRARIES = ("diffusers", "transformers")
+
+
+def _check_components(index: dict, where: str) -> None:
+    """Every ``"name": [library, ClassName]`` of ``model_index.json`` names diffusers or transformers."""
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or entry == [None, None]:
+            continue
+        library = entry[0] if entry else None
+        class_name = entry[1] if len(entry) > 1 else None
+        if not _known_library(library) or not (isinstance(class_name, str) and re.fullmatch(r"[A-Z][A-Za-z0-9_]*", class_name)):
+            raise BackgroundConfigError(
+                f"{where}: model_index.json component {name!r} is {str(entry)[:200]}; only classes of "
+                f"{' or '.join(_COMPONENT_LIBRARIES)} are loaded"
+            )
+
+
+def _known_library(library: object) -> bool:
+    """diffusers, transformers, or one of diffusers' own pipeline modules (``stable_diffusion`` for a safety checker)."""
+    if library in _COMPONENT_LIBRARIES:
+        return True
+    if not isinstance(library, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", library):
+        return False
+    import diffusers.pipelines
+
+    return hasattr(diffusers.pipelines, library)
 
 
 def _dtype_keyword() -> str:

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import io
 import logging
 import os
+import re
 import threading
+import warnings
 from typing import Callable
 
 import cv2
@@ -47,6 +50,9 @@ def _local_read_bytes(path: str) -> bytes:
 LOCAL_FILES = FileAccess(list_paths=_local_list_paths, read_bytes=_local_read_bytes)
 
 
+DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000: about 190 MB decoded
+
+
 @dataclasses.dataclass
 class ImageLibraryOptions:
     """Recipe keys of ``background.source: images``."""
@@ -61,6 +67,9 @@ class ImageLibraryOptions:
     flip: bool = True
     # Decoded images kept in memory per worker, in megabytes (0: decode on every request).
     cache_mb: int = 256
+    # Largest image (width x height) decoded; a larger one is skipped, judged from its header
+    # before any pixel is decoded (a 2.6 MB PNG can hold 2 billion pixels: 6 GB decoded).
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def library_pattern(path: str) -> str:
@@ -70,12 +79,38 @@ def library_pattern(path: str) -> str:
     return path.rstrip("/") + "/**"
 
 
-def decode_rgb(data: bytes) -> np.ndarray | None:
-    """``(H, W, 3)`` uint8 RGB from encoded image bytes; ``None`` if OpenCV cannot decode them."""
+def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray | None, str]:
+    """``(H, W, 3)`` uint8 RGB from encoded image bytes, or ``None`` and the reason.
+
+    The image's size is read from its header first (Pillow reads headers without decoding);
+    one of more than ``max_pixels`` pixels is refused before OpenCV decodes anything.
+    """
+    if not data:
+        return None, "empty file"
+    pixels = image_pixels(data)
+    if pixels is not None and pixels > max_pixels:
+        return None, f"its header says {pixels} pixels, more than max_pixels {max_pixels}; not decoded"
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
+        return None, "not a decodable image"
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), ""
+
+
+def image_pixels(data: bytes) -> int | None:
+    """Width times height from an encoded image's header, without decoding it; ``None`` if unknown."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:  # lazy: reads the header only
+                width, height = header.size
+                return width * height
+    except Image.DecompressionBombError as e:  # Pillow's own limit (179 MP), far above ours: the size is in the message
+        numbers = re.findall(r"\d+", str(e))
+        return int(numbers[0]) if numbers else 2**63
+    except Exception:  # noqa: BLE001 - not a format Pillow knows: OpenCV decides
         return None
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def random_crop(rng: np.random.Generator, image: np.ndarray, height: int, width: int, scale: tuple[float, float]) -> np.ndarray:
@@ -103,14 +138,16 @@ class ImageLibrary:
     request's pick does not depend on how the file system lists them.
     """
 
-    def __init__(self, root: str, paths: list[str], files: FileAccess, cache_bytes: int):
+    def __init__(self, root: str, paths: list[str], files: FileAccess, cache_bytes: int, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.root = root
+        self.max_pixels = max_pixels
         self.paths = paths
         self._files = files
         self._cache_bytes = cache_bytes
         self._cached: dict[str, np.ndarray] = {}
         self._cached_total = 0
         self._unreadable: set[str] = set()
+        self.reasons: dict[str, str] = {}  # why each unreadable file was skipped
         self._lock = threading.Lock()  # Beam may share one model between threads
 
     def image(self, path: str) -> np.ndarray | None:
@@ -121,8 +158,7 @@ class ImageLibrary:
         if path in self._unreadable:
             return None
         try:
-            image = decode_rgb(self._files.read_bytes(path))
-            reason = "not a decodable image"
+            image, reason = decode_rgb(self._files.read_bytes(path), self.max_pixels)
         # Broad on purpose: remote file systems raise their own errors, and one bad file
         # in a photo library must not stop the pipeline.
         except Exception as error:  # noqa: BLE001
@@ -130,6 +166,7 @@ class ImageLibrary:
         with self._lock:
             if image is None:
                 if path not in self._unreadable:
+                    self.reasons[path] = reason
                     logger.warning("background image library %s: skipping unreadable file %s (%s)", self.root, path, reason)
                     self._unreadable.add(path)
                 return None
@@ -195,10 +232,21 @@ class ImageLibraryBackground(BackgroundSource):
             raise BackgroundConfigError(f"{self.key_path}.scale must be [low, high] with 0 < low <= high <= 1, got {low_high}")
         if options.cache_mb < 0:
             raise BackgroundConfigError(f"{self.key_path}.cache_mb must be >= 0, got {options.cache_mb}")
-        if not self.list_library():
+        if options.max_pixels < 1:
+            raise BackgroundConfigError(f"{self.key_path}.max_pixels must be >= 1, got {options.max_pixels}")
+        paths = self.list_library()
+        if not paths:
             raise BackgroundConfigError(
                 f"{self.key_path}.path: no image files match {library_pattern(options.path)!r} "
                 f"(extensions {', '.join(options.extensions)})"
+            )
+        # A library of which nothing decodes stops the run before it starts (exit 2), not on
+        # the workers: decode files in order until one works (usually the first).
+        library = ImageLibrary(options.path, paths, self.files or LOCAL_FILES, 0, options.max_pixels)
+        if not any(library.image(path) is not None for path in paths):
+            raise BackgroundConfigError(
+                f"{self.key_path}.path: none of the {len(paths)} file(s) of background image library {options.path} "
+                f"could be decoded (first: {paths[0]}: {library.reasons[paths[0]]})"
             )
 
     def load_model(self) -> ImageLibrary:
@@ -206,7 +254,7 @@ class ImageLibraryBackground(BackgroundSource):
         paths = self.list_library()
         if not paths:
             raise BackgroundConfigError(f"{self.key_path}.path: no image files match {library_pattern(options.path)!r}")
-        library = ImageLibrary(options.path, paths, self.files or LOCAL_FILES, options.cache_mb * 2**20)
+        library = ImageLibrary(options.path, paths, self.files or LOCAL_FILES, options.cache_mb * 2**20, options.max_pixels)
         library.warm()
         return library
 

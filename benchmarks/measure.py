@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -25,11 +26,15 @@ class Measurement:
     peak_rss_mb: float  # peak of the summed RSS of the process and all its children
     launcher_peak_rss_mb: float = 0.0  # peak RSS of the process itself (the launcher), without its children
     output: str = ""  # stdout and stderr together
+    # user + system CPU time of the process and every descendant it waited for (Beam's
+    # workers included): unlike wall time, hardly changed by other work on a shared machine.
+    cpu_seconds: float = 0.0
 
 
 def measure(command: list[str], poll_seconds: float = 0.2) -> Measurement:
     """Run ``command`` to completion, sampling the tree's memory every ``poll_seconds``."""
     start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = launcher_peak = 0.0
     done = threading.Event()
@@ -53,7 +58,10 @@ def measure(command: list[str], poll_seconds: float = 0.2) -> Measurement:
     sampler.join()
     if process.returncode not in (0,):
         print(output[-4000:], file=sys.stderr)
-    return Measurement(command, process.returncode, time.perf_counter() - start, peak / 2**20, launcher_peak / 2**20, output)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    wall = time.perf_counter() - start
+    return Measurement(command, process.returncode, wall, peak / 2**20, launcher_peak / 2**20, output, cpu)
 
 
 def run_recipe(recipe: str, overrides: list[str], beam_args: list[str] | None = None) -> tuple[Measurement, dict]:
@@ -74,8 +82,11 @@ def summary(runs: list[Measurement]) -> dict:
     walls = [round(r.wall_seconds, 2) for r in runs]
     peaks = [round(r.peak_rss_mb) for r in runs]
     launchers = [round(r.launcher_peak_rss_mb) for r in runs]
+    cpus = [round(r.cpu_seconds, 2) for r in runs]
     return {
         "wall_seconds": statistics.median(walls),
+        "cpu_seconds": statistics.median(cpus),
+        "all_cpu_seconds": cpus,
         "peak_rss_mb": statistics.median(peaks),
         "launcher_peak_rss_mb": statistics.median(launchers),
         "all_wall_seconds": walls,
@@ -85,13 +96,17 @@ def summary(runs: list[Measurement]) -> dict:
 
 
 def ratios(label: str, measured: dict, reference: dict) -> dict:
-    """``measured / reference`` of two :func:`summary` results (wall, peak, launcher peak), printed on one line."""
-    result = {
-        key: round(measured[field] / reference[field], 3)
-        for key, field in (("wall", "wall_seconds"), ("peak_rss", "peak_rss_mb"), ("launcher_peak_rss", "launcher_peak_rss_mb"))
-    }
+    """``measured / reference`` of two :func:`summary` results (wall, CPU, peak, launcher peak), printed on one line."""
+    fields = (
+        ("wall", "wall_seconds"),
+        ("cpu", "cpu_seconds"),
+        ("peak_rss", "peak_rss_mb"),
+        ("launcher_peak_rss", "launcher_peak_rss_mb"),
+    )
+    result = {key: round(measured[field] / reference[field], 3) for key, field in fields if reference.get(field)}
     print(
         f"{label} wall {result['wall']:.2f}x ({measured['wall_seconds']} s / {reference['wall_seconds']} s), "
+        f"CPU {result.get('cpu', 0):.2f}x ({measured.get('cpu_seconds')} s / {reference.get('cpu_seconds')} s), "
         f"peak memory {result['peak_rss']:.2f}x ({measured['peak_rss_mb']} MB / {reference['peak_rss_mb']} MB)",
         flush=True,
     )

@@ -104,8 +104,10 @@ def run_command(args) -> int:
         pipeline = AugmentPipeline(recipe, args.beam_args, verbose=args.verbose)
         plan = pipeline.plan()  # every config error surfaces here, before Beam starts
     except RecipeError as e:
-        print(f"error: {args.recipe}: {e}", file=sys.stderr)
+        print(_recipe_error(args.recipe, e), file=sys.stderr)
         return EXIT_CONFIG
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     if args.check:
         print(f"{args.recipe}: ok ({', '.join(plan.splits)}; cameras {', '.join(plan.cameras)})")
         return EXIT_OK
@@ -130,7 +132,7 @@ def run_command(args) -> int:
             with interruptible() as stop:
                 report = pipeline(plan)
         except RecipeError as e:
-            error = (EXIT_CONFIG, f"error: {args.recipe}: {e}")
+            error = (EXIT_CONFIG, _recipe_error(args.recipe, e))
         except Exception as e:  # the job itself failed (fail_fast, runner error)
             traceback.print_exc()  # into the log (or the terminal with -v)
             first_line = (str(e).strip().splitlines() or [""])[0][:500]
@@ -159,6 +161,19 @@ def run_command(args) -> int:
     if filesystems.folder_exists(previews):
         print(f"previews: {previews}")
     return EXIT_OK if report.ok and pipeline.published else EXIT_FAILED
+
+
+def _recipe_error(recipe_path: str, error: Exception) -> str:
+    """``error: RECIPE: message``, the message cut to a readable length (it may quote a stranger's value)."""
+    message = str(error)
+    if not message.startswith(recipe_path):
+        message = f"{recipe_path}: {message}"
+    if len(message) > _MAX_MESSAGE:
+        message = f"{message[:_MAX_MESSAGE]}... ({len(message)} characters)"
+    return f"error: {message}"
+
+
+_MAX_MESSAGE = 2000
 
 
 # ---------------------------------------------------------------------------------------

@@ -4,8 +4,12 @@ TFDS writes whatever bytes it is given for an ``Image`` feature, and only fails 
 dataset is loaded (``as_dataset``), long after the job reported success. So before an
 episode is written, every encoded image under ``steps/observation`` is checked against
 its declared feature: it must be a JPEG or PNG whose header gives the declared height,
-width, channels and bit depth. Headers are read without decoding the pixels, so the
-check costs microseconds per frame, in ``copy`` too.
+width, channels and bit depth, and whose body decodes to the end (a valid header over a
+truncated or damaged body would be written and fail to load). The header check costs
+microseconds; the decode is the cheapest full one OpenCV offers: a JPEG at 1/8 scale in
+grey (every entropy-coded block is still read, so truncation and damage show; the inverse
+DCT mostly is skipped), a PNG in full. ``benchmarks/copy_throughput.py --floor`` measures
+what it costs a copy.
 
 :func:`describe_record_mismatch` explains why TFDS could not parse a record at all (a
 ``features.json`` that disagrees with the records), naming the feature and both shapes.
@@ -44,7 +48,8 @@ def check_episode_images(steps: list[dict], features: dict[str, Any]) -> None:
             value = observation_value(step["observation"], name)
             if not isinstance(value, (bytes, bytearray)):
                 continue  # already an array: TFDS checked it while parsing
-            problem = _image_problem(bytes(value), declared, np.dtype(feature.np_dtype))
+            data = bytes(value)
+            problem = _image_problem(data, declared, np.dtype(feature.np_dtype)) or _decode_problem(data)
             if problem:
                 raise FrameError(f"camera {name}, step {t}: {problem}")
 
@@ -71,6 +76,44 @@ def _image_problem(data: bytes, declared: tuple, dtype: np.dtype) -> str | None:
     if bits != dtype.itemsize * 8:
         problems.append(f"{kind} has {bits}-bit samples, declared {dtype.name}")
     return "; ".join(problems) or None
+
+
+def _decode_problem(data: bytes) -> str | None:
+    """``None`` if the (header-checked) JPEG or PNG ``data`` decodes to the end, else what is wrong."""
+    import cv2
+
+    jpeg = data[:2] == b"\xff\xd8"
+    # Reduced-size grey decoding only exists for JPEG; a PNG is inflated whole either way.
+    flag = cv2.IMREAD_REDUCED_GRAYSCALE_8 if jpeg else cv2.IMREAD_UNCHANGED
+    try:
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    except cv2.error:
+        decoded = None
+    if decoded is None or decoded.size == 0:
+        return f"{'JPEG' if jpeg else 'PNG'} image does not decode ({len(data)} bytes: body truncated or damaged)"
+    return None
+
+
+def describe_empty_images(features, data: bytes) -> str | None:
+    """``"camera X, step t: empty image (0 bytes)"`` for the first empty encoded image of a raw record, or ``None``.
+
+    TFDS decodes some images while parsing (float depth images, which it stores as PNG):
+    an empty one fails there with a decoder's assertion, which says nothing useful.
+    """
+    import tensorflow as tf
+
+    try:
+        example = tf.train.Example.FromString(data)
+    except Exception:  # noqa: BLE001 - not a tf.train.Example: another describer's case
+        return None
+    values = example.features.feature
+    for name in image_features(features):
+        key = f"steps/observation/{name}"
+        if key in values:
+            for t, frame in enumerate(values[key].bytes_list.value):
+                if not frame:
+                    return f"camera {name}, step {t}: empty image (0 bytes)"
+    return None
 
 
 def _png_header(data: bytes) -> tuple | str:

@@ -61,6 +61,7 @@ class RunPlan:
     object_cameras: list[str] = dataclasses.field(default_factory=list)  # cameras given <camera>_object_mask
     shards: dict[str, list[ShardSpec]] = dataclasses.field(default_factory=dict)  # what this run reads, per split
     finished_part: str = ""  # input.part whose output is already complete: nothing to do
+    warnings: list[str] = dataclasses.field(default_factory=list)  # said before the run and in the report
 
     def expected_episodes(self, max_episodes: int | None) -> int:
         """Input episodes this run reads, over all splits (``input.max_episodes`` applied)."""
@@ -200,6 +201,7 @@ class AugmentPipeline:
             output_dataset=plan.dataset_dir if len(empty) < len(plan.splits) else "",
             wall_seconds=wall_seconds,
             splits=plan.splits,
+            warnings=plan.warnings,
         )
         write_report(report, scratch, self.recipe.text)
         return report
@@ -251,9 +253,8 @@ class AugmentPipeline:
         _check_protected_cameras(recipe, cameras)
         mask_cameras = {c: source.camera_shape(c)[:2] for c in cameras} if recipe.output.write_masks else {}
         mask_source = recipe.mask_source()
-        object_cameras = []
-        if recipe.output.write_masks and mask_source is not None:
-            object_cameras = mask_source.object_cameras(source.observation_features, cameras)
+        with_objects = mask_source.object_cameras(source.observation_features, cameras) if mask_source is not None else []
+        object_cameras = with_objects if recipe.output.write_masks else []
         object_shapes = {c: source.camera_shape(c)[:2] for c in object_cameras}
         features = output_features(source.features, mask_cameras=mask_cameras, object_cameras=object_shapes)
         return RunPlan(
@@ -268,6 +269,7 @@ class AugmentPipeline:
             object_cameras,
             shards=shards,
             finished_part=recipe.input.part if finished else "",
+            warnings=_object_mask_warnings(recipe, cameras, with_objects),
         )
 
     def split_transform(self, plan: RunPlan, split: str, work_dir: str) -> beam.PTransform:
@@ -453,6 +455,28 @@ def _augmented_description(source_description: str, plan: RunPlan, recipe: Recip
         "Each episode's episode_metadata/augmentation names its source episode and variant."
     )
     return f"{source_description.strip()}\n\n{done}" if source_description and source_description.strip() else done
+
+
+def _object_mask_warnings(recipe: Recipe, cameras: list[str], with_objects: list[str]) -> list[str]:
+    """``keep_objects: true`` keeps only the objects a source has masks for; say where it has none.
+
+    Without object masks the task's objects are background like the rest of the scene, and
+    a new background paints over them: the recipe asked to keep them, so this is said
+    before the run and in the report rather than done silently.
+    """
+    seg = recipe.segmentation
+    if not seg.keep_objects or seg.source == "none" or recipe.background.source in ("none", "original"):
+        return []
+    missing = [c for c in cameras if c not in with_objects]
+    if not missing:
+        return []
+    return [
+        f"segmentation.keep_objects: true, but segmentation.source {seg.source} gives no task-object masks for "
+        f"camera(s) {', '.join(missing)}: the task's objects there are replaced by the new background like the rest "
+        "of the scene. To keep them, use segmentation.source: sam3 with object_prompts (or objects_from_instruction: "
+        "true), or source: dataset with stored <camera>_object_mask features (segmentation.object_feature); "
+        "set keep_objects: false to silence this"
+    ]
 
 
 def _check_protected_cameras(recipe: Recipe, cameras: list[str]) -> None:

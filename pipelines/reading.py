@@ -15,7 +15,13 @@ from typing import Any, Iterator
 import apache_beam as beam
 
 from pipelines.episode import Episode
-from pipelines.frame_check import FrameError, check_episode_images, describe_record_mismatch, image_features
+from pipelines.frame_check import (
+    FrameError,
+    check_episode_images,
+    describe_empty_images,
+    describe_record_mismatch,
+    image_features,
+)
 from pipelines.partition import read_part
 from pipelines.records import RECORDS, EpisodeRecord, failed
 from pipelines.rlds_io import RawEpisode, ReadFailure, ShardSpec, decode_episode, image_decoders, provenance
@@ -85,6 +91,12 @@ class _DecodeEpisode(beam.DoFn):
         except Exception as e:  # noqa: BLE001 - any parse error is this episode's
             if self._fail_fast:
                 raise
+            # An empty image that TFDS decodes while parsing (a float depth image) is the
+            # same fault as an empty camera frame, and said the same way.
+            empty = describe_empty_images(self._features, item.data)
+            if empty:
+                yield failed(item.key, item.split, "check", empty, item.source)
+                return
             reason = describe_record_mismatch(self._features, item.data) or f"{type(e).__name__}: {e}"
             yield failed(item.key, item.split, "read", f"cannot parse episode: {reason}"[:2000], item.source)
             return

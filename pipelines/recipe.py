@@ -139,15 +139,30 @@ class Recipe:
 # Loading
 
 
+# Caps on what a recipe file may cost to read. A recipe may come from a stranger: a few
+# hundred bytes of YAML anchors and aliases ("billion laughs") expand to gigabytes once
+# dumped, hashed or printed. Real recipes are a few KB with a few hundred nodes.
+MAX_RECIPE_BYTES = 1 << 20  # 1 MiB: the largest recipe file read
+MAX_RECIPE_NODES = 100_000  # YAML nodes after expanding every alias (each scalar, list and mapping counts 1)
+MAX_SHOWN_CHARS = 200  # a value quoted in an error message is cut to this many characters
+
+
 def load_recipe(path: str, overrides: list[str] | None = None) -> Recipe:
     """Read, override (``a.b=value`` strings) and validate the recipe at ``path``."""
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+        with open(path, "rb") as f:
+            data = f.read(MAX_RECIPE_BYTES + 1)
     except FileNotFoundError:
         raise RecipeError(f"{path}: recipe file not found") from None
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot read the recipe file ({e.strerror or e})") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{path}: recipe file larger than {MAX_RECIPE_BYTES} bytes (pipelines.recipe.MAX_RECIPE_BYTES)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+    raw = parse_yaml(text, path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -158,6 +173,117 @@ def load_recipe(path: str, overrides: list[str] | None = None) -> Recipe:
     recipe.sha256 = content_sha256(raw)
     recipe.text = yaml.safe_dump(raw, sort_keys=False)
     return recipe
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (plain data only), refusing duplicate keys and runaway aliases."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *anchor" merges the anchor's keys: overriding them is what it is for
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {show(key)} on line {line} (first on line {seen[key]})", key_node.start_mark
+                    )
+                seen[key] = line
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, where: str, what: str = "") -> Any:
+    """Plain data from YAML ``text`` (no tags that build objects), within the caps above.
+
+    Raises :class:`RecipeError` naming ``where`` (the file, or ``--set key``) for invalid
+    YAML, a duplicate key (with its line) or more than ``MAX_RECIPE_NODES`` nodes after
+    aliases are expanded.
+    """
+    loader = _RecipeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node) > MAX_RECIPE_NODES:
+            raise ValueError(
+                f"the YAML expands to more than {MAX_RECIPE_NODES} values (anchors and aliases repeated "
+                "over and over); refused (pipelines.recipe.MAX_RECIPE_NODES)"
+            )
+        return loader.construct_document(node)
+    except ValueError as e:
+        raise RecipeError(f"{where}: {e}") from None
+    except yaml.YAMLError as e:
+        if what:
+            raise RecipeError(f"{where}: {what} is not valid YAML ({_yaml_problem(e, with_line=False)})") from None
+        raise RecipeError(f"{where}: not valid YAML: {_yaml_problem(e, with_line=True)}") from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(error: yaml.YAMLError, with_line: bool) -> str:
+    """One line: what the parser found wrong, and where (PyYAML's own text spans several)."""
+    problem = " ".join(str(getattr(error, "problem", "") or error).split())
+    context = getattr(error, "context", None)
+    if context and not str(context).startswith("while constructing"):
+        problem = f"{' '.join(str(context).split())}: {problem}"
+    mark = getattr(error, "problem_mark", None)
+    if with_line and mark is not None and "line" not in problem:
+        problem += f" (line {mark.line + 1}, column {mark.column + 1})"
+    return _cut(problem, 1000)
+
+
+def _expanded_size(root) -> int:
+    """How many nodes ``root`` stands for once every alias is expanded, counted without expanding.
+
+    An alias is the same node object as its anchor, so a node's size is computed once and
+    reused; the count stops growing usefully past the cap, so it is clamped there.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # nodes whose children are being counted
+    limit = MAX_RECIPE_NODES + 1
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if children_done or not children:
+            sizes[id(node)] = min(limit, 1 + sum(sizes[id(c)] for c in children))
+            open_nodes.discard(id(node))
+            continue
+        if id(node) in open_nodes:
+            raise ValueError("the YAML refers to itself (an alias inside its own anchor); refused")
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_nodes:
+                raise ValueError("the YAML refers to itself (an alias inside its own anchor); refused")
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)]
+
+
+def _children(node) -> list:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def show(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters with the full length said."""
+    return _cut(repr(value), limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 def content_sha256(raw: dict) -> str:
@@ -190,11 +316,7 @@ def apply_override(raw: dict, override: str) -> None:
         node = child
     if not all(keys):
         raise RecipeError(f"--set {override!r}: empty key in {dotted!r}")
-    try:
-        node[keys[-1]] = yaml.safe_load(value_text) if value_text != "" else ""
-    except yaml.YAMLError as e:
-        problem = str(getattr(e, "problem", "") or e).strip()
-        raise RecipeError(f"--set {dotted}: the value {value_text!r} is not valid YAML ({problem})") from None
+    node[keys[-1]] = parse_yaml(value_text, f"--set {dotted}", f"the value {show(value_text)}") if value_text != "" else ""
 
 
 _SECTIONS = {
@@ -260,13 +382,22 @@ def _source_options(lookup, name: str, raw: dict, key_path: str, common: set[str
             f"{key_path}.{unknown[0]}: unknown key for {key_path}.source={name}; "
             f"allowed: {', '.join(sorted(common | option_names))}"
         )
-    return dataclass_from_dict(source_cls.Options, raw, key_path)
+    options = dataclass_from_dict(source_cls.Options, raw, key_path)
+    # Checks a source can make on its keys alone (e.g. sam2's overrides, which reach Hydra)
+    # run as the recipe loads, so --check and every later step see only safe options.
+    check_options = getattr(source_cls, "check_options", None)
+    if check_options is not None:
+        try:
+            check_options(options)
+        except (SourceConfigError, BackgroundConfigError, ValueError) as e:
+            raise RecipeError(str(e)) from None
+    return options
 
 
 def _background_spec(raw: Any, key_path: str) -> BackgroundSpec:
     """One entry of a ``mix``'s ``sources``: ``{source: NAME, weight: W, ...its options}``."""
     if not isinstance(raw, dict) or not isinstance(raw.get("source"), str):
-        raise RecipeError(f"{key_path}: expected a mapping with a 'source' name, got {raw!r}")
+        raise RecipeError(f"{key_path}: expected a mapping with a 'source' name, got {show(raw)}")
     rest = {k: v for k, v in raw.items() if k not in ("source", "weight")}
     weight = check_type(raw.get("weight", 1.0), float, f"{key_path}.weight")
     options = _source_options(background_source_class, raw["source"], rest, key_path, {"source", "weight"})
@@ -279,6 +410,8 @@ def _check_cross_section(recipe: Recipe) -> None:
             raise RecipeError(f"segmentation.targets: unknown target {target!r}; allowed: {', '.join(TARGETS)}")
     _check_counts(recipe)
     _check_output_names(recipe.output)
+    check_file_system(recipe.input.dir, "input.dir")
+    check_file_system(recipe.output.dir, "output.dir")
     if recipe.input.part is not None:
         from pipelines.partition import parse_part
 
@@ -402,20 +535,20 @@ def check_type(value: Any, hint: Any, key_path: str) -> Any:
                 return check_type(value, option, key_path)
             except RecipeError:
                 pass
-        raise RecipeError(f"{key_path}: expected {_type_name(hint)}, got {value!r}")
+        raise RecipeError(f"{key_path}: expected {_type_name(hint)}, got {show(value)}")
     if origin is list:
         if not isinstance(value, list):
-            raise RecipeError(f"{key_path}: expected a list ({_type_name(hint)}), got {value!r}")
+            raise RecipeError(f"{key_path}: expected a list ({_type_name(hint)}), got {show(value)}")
         (item,) = typing.get_args(hint) or (Any,)
         return [check_type(v, item, f"{key_path}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise RecipeError(f"{key_path}: expected a mapping ({_type_name(hint)}), got {value!r}")
+            raise RecipeError(f"{key_path}: expected a mapping ({_type_name(hint)}), got {show(value)}")
         key_type, value_type = typing.get_args(hint) or (Any, Any)
         return {check_type(k, key_type, key_path): check_type(v, value_type, f"{key_path}.{k}") for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{key_path}: expected a list ({_type_name(hint)}), got {value!r}")
+            raise RecipeError(f"{key_path}: expected a list ({_type_name(hint)}), got {show(value)}")
         return tuple(value)
     if hint is BackgroundSpec:
         return _background_spec(value, key_path)
@@ -435,13 +568,30 @@ def check_type(value: Any, hint: Any, key_path: str) -> Any:
             return value
     elif isinstance(hint, type) and isinstance(value, hint):
         return value
-    raise RecipeError(f"{key_path}: expected {_type_name(hint)}, got {value!r}")
+    raise RecipeError(f"{key_path}: expected {_type_name(hint)}, got {show(value)}")
 
 
 def _type_name(hint: Any) -> str:
     if isinstance(hint, type):
         return hint.__name__
     return str(hint).replace("typing.", "")
+
+
+def check_file_system(path: str, key_path: str) -> None:
+    """Raise :class:`RecipeError` naming ``key_path`` if ``path`` is a URL no installed file system reads.
+
+    ``gs://`` needs Beam's GCP extra; without it Beam fails deep inside with a traceback.
+    """
+    if "://" not in path:
+        return
+    from apache_beam.io.filesystems import FileSystems  # imported on use: reading a recipe stays light
+
+    try:
+        FileSystems.get_filesystem(path)
+    except ValueError:
+        scheme = path.split("://", 1)[0]
+        extra = " (install the gcp extra: pip install 'oxe-augment[gcp]')" if scheme == "gs" else ""
+        raise RecipeError(f"{key_path}: no file system for {scheme}:// paths is installed{extra}: {show(path)}") from None
 
 
 def resolve_path(path: str) -> str:

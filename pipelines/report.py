@@ -39,6 +39,8 @@ class RunReport:
     # Episodes written with a stage's fallback, {"key", "note"} each (e.g. a clean plate that
     # could not align some frames of a moving camera).
     notes: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    # What the run did that the recipe may not have meant, e.g. task objects replaced for lack of masks.
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -62,6 +64,7 @@ class RunReport:
             )
         if self.notes:
             lines.append(f"notes: {len(self.notes)} (see report.json); first: {self.notes[0]['key']}: {self.notes[0]['note']}")
+        lines += [f"warning: {w}" for w in self.warnings]
         if self.failures:
             lines.append(
                 f"failures: {len(self.failures)} (see failures.jsonl); first: {self.failures[0]['key']}: {self.failures[0]['reason']}"
@@ -83,6 +86,7 @@ def build_report(
     output_dataset: str,
     wall_seconds: float,
     splits: list[str] = (),
+    warnings: list[str] = (),
 ) -> RunReport:
     """Aggregate per-episode records into the run's report (every split in ``splits`` listed)."""
     written = [r for r in records if r.status == "written"]
@@ -116,6 +120,7 @@ def build_report(
         mask_coverage={k: round(float(np.mean([r.coverage[k] for r in written if k in r.coverage])), 5) for k in coverage_keys},
         failures=[{"key": r.key, "split": r.split, "stage": r.stage, "reason": r.reason, "source": r.source} for r in failures],
         notes=[{"key": r.key, "note": note} for r in sorted(written, key=lambda r: r.key) for note in r.notes],
+        warnings=list(warnings),
     )
     assert report.episodes_in == report.episodes_written + report.episodes_failed
     return report

@@ -181,6 +181,7 @@ def render_report_html(report: dict, recipe_yaml: str, previews: list[PreviewEnt
     """The whole page as a string (no file access)."""
     title = f"oxe-augment report: {report.get('recipe', 'recipe')}"
     sections = [
+        _warnings_section(report.get("warnings", [])),
         _summary_section(report),
         _splits_section(report.get("splits", {})),
         _failures_section(report.get("failures", [])),
@@ -259,6 +260,14 @@ def _splits_section(splits: dict[str, dict[str, int]]) -> str:
         "<thead><tr><th>split</th><th>episodes in</th><th>written</th><th>failed</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></section>"
     )
+
+
+def _warnings_section(warnings: list[str]) -> str:
+    """What the run did that the recipe may not have meant (printed before the run too); nothing if none."""
+    if not warnings:
+        return ""
+    items = "".join(f'<li class="reason">{_e(w)}</li>' for w in warnings)
+    return f'<section id="warnings"><h2>Warnings ({len(warnings)})</h2><ul>{items}</ul></section>'
 
 
 def _failures_section(failures: list[dict[str, Any]]) -> str:

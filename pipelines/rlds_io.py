@@ -25,7 +25,7 @@ from google.protobuf import json_format
 from tensorflow_datasets.core import example_serializer
 from tensorflow_datasets.core.proto import feature_pb2
 
-from pipelines.episode import Episode, observation_path, observation_value, sibling_path
+from pipelines.episode import Episode, observation_path, sibling_path
 from segmentation.labels import (
     MASK_FEATURE_SUFFIX,
     OBJECT_MASK_SUFFIX,
@@ -147,6 +147,15 @@ class SourceDataset:
         return self._sniffed[camera]
 
     def _sniff_format(self, camera: str) -> str:
+        """``jpeg`` or ``png``: the first non-empty frame of ``camera`` in the first records.
+
+        Read from the raw ``tf.train.Example`` rather than through TFDS, which would decode
+        other images (float depth maps) on the way and fail on an empty one; empty frames
+        are skipped here and reported per episode later.
+        """
+        import tensorflow as tf
+
+        key = f"steps/observation/{camera}"
         for split in self.shards:
             for shard in self.shards[split]:
                 if shard.expected == 0 or shard.path in self.missing_shards.get(split, []):
@@ -154,11 +163,13 @@ class SourceDataset:
                 data = _first_record(shard.path)
                 if data is None:
                     continue
-                example = self.features.deserialize_example_np(data, decoders=image_decoders(self.features))
-                steps = list(example["steps"])
-                if steps:
-                    frame = observation_value(steps[0]["observation"], camera)
-                    return "jpeg" if bytes(frame[:2]) == b"\xff\xd8" else "png"
+                try:
+                    frames = tf.train.Example.FromString(data).features.feature[key].bytes_list.value
+                except Exception:  # noqa: BLE001 - a damaged record: the reader reports it
+                    continue
+                for frame in frames:
+                    if frame:
+                        return "jpeg" if frame[:2] == b"\xff\xd8" else "png"
         return "png"  # no stored frame to look at: TFDS's own choice for arrays
 
 
@@ -171,6 +182,12 @@ def open_dataset(path: str) -> SourceDataset:
     (``filepathTemplate`` and ``shardLengths``), as TFDS itself reads them.
     """
     path = find_version_folder(path)
+    # TFDS reports a missing features.json as "generated with an old TFDS version": name the file.
+    if not FileSystems.exists(FileSystems.join(path, "features.json")):
+        raise DatasetError(
+            f"{path}: features.json is missing (TFDS needs it beside dataset_info.json to read the records); "
+            "copy it from the original dataset"
+        )
     try:
         builder = tfds.builder_from_directory(path)
     except Exception as e:  # tfds raises a variety of errors for malformed folders
@@ -211,6 +228,13 @@ def open_dataset(path: str) -> SourceDataset:
 
 def find_version_folder(path: str) -> str:
     """``path`` if it is a TFDS version folder, else the newest version folder inside it."""
+    if "://" in path:
+        try:
+            FileSystems.get_filesystem(path)
+        except ValueError:
+            scheme = path.split("://", 1)[0]
+            extra = " (install the gcp extra: pip install 'oxe-augment[gcp]')" if scheme == "gs" else ""
+            raise DatasetError(f"{path}: no file system for {scheme}:// paths is installed{extra}") from None
     if FileSystems.exists(FileSystems.join(path, "dataset_info.json")):
         return path
     if not FileSystems.exists(path):

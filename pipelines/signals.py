@@ -44,9 +44,14 @@ class Interrupted(KeyboardInterrupt):
     runners, TFDS's writer, ``except Exception`` blocks) lets SIGTERM through too.
     """
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int | str):
+        # Beam re-raises an exception from a DoFn as ``type(exn)(message + " [while running
+        # 'step']")``; the message starts with the signal's name, so the signal survives.
+        if isinstance(signum, str):
+            name = signum.split(" ", 1)[0]
+            signum = signal.Signals[name] if name in signal.Signals.__members__ else signal.SIGTERM
         super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+        self.signum = int(signum)
 
 
 @dataclasses.dataclass
@@ -90,6 +95,9 @@ def interruptible(end_children: bool = True) -> Iterator[Stop]:
         # run that hangs while unwinding.
         for handled in _HANDLED:
             signal.signal(handled, signal.SIG_DFL)
+        # Noted before raising: whatever the exception becomes on its way out (a library
+        # may wrap it in its own error), the block was stopped by this signal.
+        stop.signum = signum
         raise Interrupted(signum)
 
     previous = {handled: signal.signal(handled, handler) for handled in _HANDLED}
@@ -99,6 +107,10 @@ def interruptible(end_children: bool = True) -> Iterator[Stop]:
         stop.signum = interrupt.signum
     except KeyboardInterrupt:  # Ctrl-C raised by Python's own handler, before ours was in place
         stop.signum = signal.SIGINT
+    except BaseException:
+        if not stop:
+            raise
+        log.info("the interrupt reached the block as another exception", exc_info=True)
     finally:
         for handled, handler_before in previous.items():
             signal.signal(handled, handler_before)

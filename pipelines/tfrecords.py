@@ -192,11 +192,22 @@ def read_shard(shard: ShardSpec, max_episodes: int | None = None) -> Iterator[Ra
         stop = min(stop, max_episodes)
     if shard.first_index >= stop:
         return
+    lost = stop - shard.first_index
     try:
-        size = FileSystems.match([shard.path])[0].metadata_list[0].size_in_bytes
+        matches = FileSystems.match([shard.path])[0].metadata_list
+        if not matches:
+            yield ReadFailure(
+                shard.split,
+                shard.path,
+                shard.first_index,
+                lost,
+                f"shard file {shard.path} is missing (named in dataset_info.json)",
+            )
+            return
+        size = matches[0].size_in_bytes
         handle = FileSystems.open(shard.path, compression_type=CompressionTypes.UNCOMPRESSED)
     except Exception as e:  # noqa: BLE001 - any I/O error loses the whole shard
-        yield ReadFailure(shard.split, shard.path, shard.first_index, stop - shard.first_index, f"cannot open shard: {e}")
+        yield ReadFailure(shard.split, shard.path, shard.first_index, lost, f"cannot open shard {shard.path}: {e}")
         return
 
     index = shard.first_index

@@ -22,13 +22,20 @@ where they overlap). The format is defined in ``segmentation.robotseg.prompts``.
 Clips without prompts: ``missing_prompts: error`` (default) fails the episode with a
 message naming it; ``empty`` gives all-background label maps.
 
-``sam2_overrides`` are Hydra overrides of the sam2 config (``++model.image_size=512``);
-tests use them to build a small randomly initialised SAM 2 (with ``allow_random_init``).
+``sam2_overrides`` change numbers of the sam2 config (``++model.image_size=512``); tests
+use them to build a small randomly initialised SAM 2 (with ``allow_random_init``). The
+config is built by Hydra, which instantiates whatever class a ``_target_`` names, so a
+recipe (which may come from a stranger) gets no free-form Hydra: :func:`check_sam2_overrides`
+accepts only ``[++]model.<existing.path>=<number, bool or list of numbers>``, and
+``sam2_config`` must name a config file shipped inside the ``sam2`` package.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import pathlib
+import re
 from typing import Any, Callable
 
 import numpy as np
@@ -52,7 +59,8 @@ class Sam2Options:
     sam2_config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"  # a config name inside the sam2 package
     checkpoint: str | None = None  # e.g. sam2.1_hiera_tiny.pt; required unless allow_random_init
     allow_random_init: bool = False  # tests only: run without a checkpoint
-    sam2_overrides: list[str] = dataclasses.field(default_factory=list)  # Hydra overrides of the config
+    # Number settings of the config: "[++]model.a.b=<int, float, bool or [numbers]>" (see check_sam2_overrides).
+    sam2_overrides: list[str] = dataclasses.field(default_factory=list)
     missing_prompts: str = "error"  # clip without prompts: error | empty
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     chunk_size: int = 8
@@ -61,6 +69,103 @@ class Sam2Options:
     refine: bool = False
     refine_radius: int = 4
     refine_eps: float = 0.001
+
+
+_OVERRIDE = re.compile(r"(?P<plus>\+\+)?(?P<path>model(?:\.[A-Za-z][A-Za-z0-9_]*)+)=(?P<value>.*)", re.DOTALL)
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_CONFIG_NAME = re.compile(r"configs/[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*\.yaml")
+
+
+def check_sam2_overrides(overrides: list[str]) -> list[str]:
+    """The overrides if each only sets a number of the model config; else ``SourceConfigError``.
+
+    Each is ``model.<path>=<value>`` (``++`` in front allowed, as Hydra spells "set"):
+    path parts are plain names (no ``_target_`` or other ``_``-keys, so no class can be
+    named), and the value is an integer, a float, ``true``/``false`` or a flat list of
+    numbers (no strings, so no ``${...}`` interpolation or resolver). That the path exists
+    in the chosen config is checked by :func:`check_sam2_config` (it needs the config).
+    Hydra's ``+key`` (add a node) and ``~key`` (delete) are refused.
+    The message names ``segmentation.sam2_overrides[i]``.
+    """
+    for index, override in enumerate(overrides):
+        where = f"segmentation.sam2_overrides[{index}]"
+        if not isinstance(override, str):
+            raise SourceConfigError(f"{where}: expected a string model.<path>=<number>, got {type(override).__name__}")
+        match = _OVERRIDE.fullmatch(override.strip())
+        if match is None:
+            raise SourceConfigError(
+                f"{where}: {_cut(override)} is not allowed; only model.<path>=<number, true/false or [numbers]> "
+                "(optionally with ++ in front) sets the sam2 config: no +additions, ~deletions, _target_ or other "
+                "_-keys, no strings or ${...}"
+            )
+        if not _plain_value(match["value"].strip()):
+            raise SourceConfigError(
+                f"{where}: the value of {match['path']} must be a number, true/false or a list of numbers, "
+                f"got {_cut(match['value'])}"
+            )
+    return list(overrides)
+
+
+def _plain_value(text: str) -> bool:
+    if text in ("true", "false", "True", "False") or _NUMBER.fullmatch(text):
+        return True
+    if text.startswith("[") and text.endswith("]"):
+        items = [item.strip() for item in text[1:-1].split(",")]
+        return items == [""] or all(_NUMBER.fullmatch(item) for item in items)
+    return False
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def check_sam2_config(config: str, overrides: list[str]) -> None:
+    """``config`` is a file shipped in the ``sam2`` package and every override sets a number in it.
+
+    Composing the config with Hydra (without instantiating anything) finds each
+    override's path: its parent must be a section of the config (a number can be added
+    there, as a keyword of that section's own sam2 class), and a path that holds a
+    section or a string cannot be replaced by a number.
+    """
+    spec = importlib.util.find_spec("sam2")
+    package = pathlib.Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+    if package is None:
+        raise SourceConfigError("segmentation.source: sam2 needs the sam2 package (pip install sam2)")
+    if not _CONFIG_NAME.fullmatch(config) or ".." in config.split("/") or not (package / config).is_file():
+        raise SourceConfigError(
+            f"segmentation.sam2_config: {_cut(config)} is not a config file of the sam2 package "
+            f"(e.g. configs/sam2.1/sam2.1_hiera_t.yaml, under {package})"
+        )
+    check_sam2_overrides(overrides)
+    import sam2  # noqa: F401 - initialises Hydra's config search path for compose()
+    from hydra import compose
+    from omegaconf import OmegaConf
+
+    try:
+        base = compose(config_name=config)
+    except Exception as e:  # noqa: BLE001 - any config problem is reported the same way
+        raise SourceConfigError(f"segmentation.sam2_config: cannot load {config!r}: {e}") from None
+    for index, override in enumerate(overrides):
+        path = _OVERRIDE.fullmatch(override.strip())["path"]
+        where = f"segmentation.sam2_overrides[{index}]: {path}"
+        parent_path, _ = path.rsplit(".", 1)
+        parent = OmegaConf.select(base, parent_path, default=_ABSENT, throw_on_missing=False)
+        if parent is _ABSENT or not OmegaConf.is_dict(parent):
+            raise SourceConfigError(f"{where}: {parent_path} is not a section of {config}")
+        current = OmegaConf.select(base, path, default=_ABSENT, throw_on_missing=False)
+        if current is _ABSENT:
+            continue  # a new number for the section's class (e.g. Hiera's window_spec): still a number
+        if OmegaConf.is_dict(current) or (OmegaConf.is_list(current) and any(OmegaConf.is_config(i) for i in current)):
+            raise SourceConfigError(f"{where}: a section of {config}, not a number; it cannot be replaced")
+        if isinstance(current, str):
+            raise SourceConfigError(f"{where}: a string setting of {config}, not a number")
+    try:
+        compose(config_name=config, overrides=list(overrides))
+    except Exception as e:  # noqa: BLE001
+        raise SourceConfigError(f"segmentation.sam2_overrides: cannot apply them to {config!r}: {e}") from None
+
+
+_ABSENT = object()
 
 
 class Sam2Tracker:
@@ -167,9 +272,10 @@ class Sam2VideoModel(nn.Module):
 def build_sam2_video_model(
     config: str, checkpoint: str | None, device: str | torch.device, overrides: list[str] = ()
 ) -> Sam2VideoModel:
-    """SAM 2 from the ``sam2`` package's ``config`` (Hydra overrides allowed), in eval mode."""
+    """SAM 2 from the ``sam2`` package's ``config`` (number overrides allowed, see :func:`check_sam2_config`), in eval mode."""
     from sam2.build_sam import build_sam2_video_predictor
 
+    check_sam2_config(config, list(overrides))  # again here: workers build models from pickled options
     sam = build_sam2_video_predictor(config, checkpoint, device=str(device), hydra_overrides_extra=list(overrides))
     return Sam2VideoModel(sam)
 
@@ -184,6 +290,11 @@ class Sam2MaskSource(MaskSource):
         super().__init__(options)
         self._prompt_file: PromptFile | None = None
 
+    @staticmethod
+    def check_options(options: Sam2Options) -> None:
+        """What can be checked while the recipe loads, before any package is imported."""
+        check_sam2_overrides(options.sam2_overrides)
+
     def check(self, features, cameras) -> None:
         o = self.options
         if o.prompts is None:
@@ -194,15 +305,7 @@ class Sam2MaskSource(MaskSource):
             load_prompt_file(o.prompts)
         except PromptFileError as e:
             raise SourceConfigError(f"segmentation.prompts: {e}") from None
-        try:
-            import sam2  # noqa: F401 - initialises Hydra's config search path for compose()
-            from hydra import compose
-
-            compose(config_name=o.sam2_config, overrides=list(o.sam2_overrides))
-        except Exception as e:  # noqa: BLE001 - any config problem is reported the same way
-            raise SourceConfigError(
-                f"segmentation.sam2_config: cannot load {o.sam2_config!r} with overrides {o.sam2_overrides}: {e}"
-            ) from None
+        check_sam2_config(o.sam2_config, list(o.sam2_overrides))
         check_checkpoint(o.checkpoint, o.allow_random_init)
         check_device(o.device)
         if o.missing_prompts not in MISSING_PROMPTS:

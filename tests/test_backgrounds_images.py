@@ -143,7 +143,9 @@ def test_all_corrupt_library_fails_naming_the_path(tmp_path, caplog):
     (tmp_path / "x.png").write_bytes(b"garbage")
     (tmp_path / "y.jpg").write_bytes(b"")
     source = ImageLibraryBackground(ImageLibraryOptions(path=str(tmp_path)))
-    source.check()  # files exist; only decoding shows they are broken
+    # Files exist; decoding shows they are broken, before the run starts (exit 2), naming a file and why.
+    with pytest.raises(BackgroundConfigError, match=f"none of the 2 file.*{tmp_path}.*x.png: not a decodable image"):
+        source.check()
     with pytest.raises(BackgroundConfigError, match=str(tmp_path)):
         source.load_model()
 

@@ -27,8 +27,9 @@ import json
 import logging
 import os
 import pathlib
+import pickle
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -516,10 +517,17 @@ def finetune(
     step, history = 0, []
     last = out / CHECKPOINT_LAST
     if o.resume and last.exists():
-        payload = torch.load(last, map_location=device, weights_only=False)
+        # weights_only: the output folder may hold a planted pickle; the state is plain tensors and containers.
+        try:
+            payload = torch.load(last, map_location=device, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise ValueError(
+                f"{last}: not a resume state this tool wrote (it holds more than tensors and plain values; "
+                f"not loaded): {str(e).splitlines()[0]}; delete it to start over"
+            ) from None
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
-        step, history = int(payload["step"]), list(payload.get("history", []))
+        step, history = int(payload["step"]), json.loads(payload.get("history_json", "[]"))
         logger.info("resumed from %s at step %d", last, step)
     elapsed, timed = 0.0, 0
     while step < o.steps:
@@ -556,17 +564,28 @@ def finetune(
 def save_training_state(
     model: RobotSeg, optimizer: torch.optim.Optimizer, step: int, history: list, options: FinetuneOptions, path: pathlib.Path
 ) -> None:
-    """``last.pt``: the model (loadable by ``build_robotseg``), the optimizer, the step and the options; written atomically."""
+    """``last.pt``: the model (loadable by ``build_robotseg``), the optimizer, the step and the options; written atomically.
+
+    Only tensors, numbers, strings and plain containers, so it loads with ``weights_only=True``:
+    the history (which may hold NumPy numbers from an evaluation) and the options go as JSON text.
+    """
     payload = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "step": step,
-        "history": history,
-        "finetune": dataclasses.asdict(options),
+        "history_json": json.dumps(history, default=_json_number),
+        "finetune_json": json.dumps(dataclasses.asdict(options), default=_json_number),
     }
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
+
+
+def _json_number(value: Any) -> Any:
+    """NumPy numbers and arrays (from an evaluation's dict) as JSON numbers and lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def save_model(model: RobotSeg, path: pathlib.Path, options: FinetuneOptions) -> None:
