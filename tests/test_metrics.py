@@ -314,3 +314,21 @@ def test_frames_regroup_and_targets_average_over_their_own_frames():
     result = metrics.overall_scores([episode])
     rows = metrics.csv_rows(result, "AU")
     assert [(r["target"], r["frames"], r["JF"]) for r in rows] == [("gripper", 4, 75.0), ("robot", 4, 100.0)]
+
+
+def test_each_camera_clip_weighs_the_same_in_the_overall_score():
+    # The release's unit is one (video, object): per clip the mean over its frames, then
+    # the mean over clips. Camera "a": 4 scored frames, all missed (J = 0); camera "b":
+    # 1 scored frame, exact (J = 1). Mean of clip means 0.5 (pooled frames would give 0.2).
+    gt = np.zeros((6, 8, 8), bool)
+    gt[:, 2:5, 2:5] = True
+    missed = metrics.score_object(np.zeros_like(gt), gt)
+    exact = metrics.score_object(gt[:3], gt[:3])
+    assert (len(missed), len(exact)) == (4, 1)
+    frames = metrics.frames_from_objects("a", {"robot": missed}) + metrics.frames_from_objects("b", {"robot": exact})
+    episode = metrics.episode_scores("e", "e", frames)
+    assert episode.clip_means["a"]["robot"].J == 0.0 and episode.clip_means["b"]["robot"].J == 1.0
+    assert episode.mean["robot"].J == 0.5
+    other = metrics.episode_scores("f", "f", metrics.frames_from_objects("a", {"robot": exact}))
+    # Three clips overall: (0 + 1 + 1) / 3.
+    assert metrics.overall_scores([episode, other]).overall["robot"].J == pytest.approx(2 / 3)
