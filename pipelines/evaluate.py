@@ -209,15 +209,20 @@ def read_vrs_video(video_dir: str | pathlib.Path) -> LabelClip:
     """The object masks of one VRS video folder (``<000|001|002>/<frame:05d>.png``).
 
     Each object folder keeps its own frames and its own binary mask (any value > 0),
-    as SA-V's ``sav_benchmark.py`` reads them; a missing folder is a target the video
-    does not annotate.
+    as the release's ``tools/benchmark.py`` reads them; a missing folder is a target the
+    video does not annotate. Frames are in file-name order (a plain string sort, as the
+    release lists them), which is frame order for zero-padded names.
     """
     video_dir = pathlib.Path(video_dir)
     objects, shape = {}, None
     for target, folder in VRS_OBJECT_DIRS.items():
-        files = sorted((int(p.stem), p) for p in (video_dir / folder).glob("*.png"))
-        if not files:
+        paths = sorted((video_dir / folder).glob("*.png"), key=lambda p: p.name)
+        if not paths:
             continue
+        bad = [p.name for p in paths if not p.stem.isdigit()]
+        if bad:
+            raise EvalInputError(f"{video_dir / folder}: mask files must be named by their frame index (00000.png), not {bad[0]}")
+        files = [(int(p.stem), p) for p in paths]
         masks = []
         for frame, path in files:
             mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
@@ -326,7 +331,6 @@ def _score_episode(
     gt: MaskEpisode,
     skip_first_last: bool,
     pred_path: pathlib.Path,
-    from_first_present: bool = False,
 ) -> metrics.EpisodeScores:
     frames = []
     for camera, truth in gt.clips.items():
@@ -348,7 +352,6 @@ def _score_episode(
                 obj.masks,
                 frame_ids=obj.frame_ids,
                 skip_first_last=skip_first_last,
-                from_first_present=from_first_present,
             )
         frames += metrics.frames_from_objects(camera, per_target)
     return metrics.episode_scores(gt.key, pred.display_key, frames)
@@ -372,9 +375,11 @@ def evaluate_robotseg(
     """RobotSeg's protocol on a VRS split: per setting, every video's targets prompted from ground truth, tracked, scored.
 
     ``predictor`` is a ``RobotSegVideoPredictor``; with ``pred`` (stored predictions)
-    nothing runs and the one setting is ``pred``. Each target is scored on every frame from
-    its first frame with ground truth on (the release's ``eval_auto_semi.sh`` passes
-    ``--do_not_skip_first_and_last_frame``), predictions refined as the release's script does.
+    nothing runs and the one setting is ``pred``. Each target is scored on every annotated
+    frame from the first where it shows up in the ground truth or the prediction (the
+    release's ``eval_auto_semi.sh`` passes ``--do_not_skip_first_and_last_frame``; our own
+    predictions are empty before the prompt frame, as the release writes none there),
+    predictions refined as the release's script does.
     """
     if gt.kind != "vrs":
         raise EvalInputError(f"{gt.path}: --protocol robotseg reads VRS folders (image/<video>/, mask_gt/<video>/<000|001|002>/)")
@@ -442,7 +447,7 @@ def _protocol_episode(pred: MaskEpisode, gt: MaskEpisode, targets: Sequence[str]
     if not wanted:
         return None
     gt = MaskEpisode(gt.key, {VRS_CAMERA: LabelClip(wanted)})
-    return _score_episode(pred, gt, skip_first_last=False, pred_path=pathlib.Path(str(where)), from_first_present=True)
+    return _score_episode(pred, gt, skip_first_last=False, pred_path=pathlib.Path(str(where)))
 
 
 def _overall(scored: list[metrics.EpisodeScores], path: pathlib.Path) -> metrics.EvalResult:

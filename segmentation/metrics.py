@@ -1,26 +1,28 @@
-"""Video mask metrics: region similarity J, boundary accuracy F and J&F (DAVIS / SA-V).
+"""Video mask metrics: region similarity J, boundary accuracy F and J&F, as RobotSeg's release scores them.
 
-* J is the intersection over union of a predicted and a ground-truth mask.
-* F is the F-measure of boundary precision and recall: boundary pixels (DAVIS's
-  ``seg2bmap``) count as matched when a boundary pixel of the other mask lies within
-  a disk whose radius is ``bound_th`` of the image diagonal (0.008, DAVIS's default),
-  rounded up to whole pixels.
-* J&F is their mean.
+The rules are those of the release's ``tools/benchmark.py`` (run by ``tools/evaluator.py``;
+its per-frame part is the vos-benchmark / DAVIS code SA-V's ``sav_benchmark.py`` also uses):
 
-Scores are computed per target (``robot``, ``arm``, ``gripper``), each target on its
-own binary mask and its own annotated frames, as SA-V's ``sav_benchmark.py`` scores
-each object folder of a video: per frame, averaged per episode, and overall as the
-mean of the per-episode means (every episode weighs the same, as in SA-V and DAVIS).
-Label maps are split into targets with ``segmentation.labels.target_mask``. As in
-SA-V, the first and last annotated frames of a target are not scored by default (the
-first is often the prompt frame), nor are the frames before the target first shows up
-in the ground truth or the prediction. An empty prediction of an empty target is a
-perfect frame (J = F = 1).
+* J is the intersection over union of a predicted and a ground-truth mask; 1 when both
+  are empty.
+* F is the F-measure of boundary precision and recall. Boundaries are DAVIS's
+  ``seg2bmap`` pixels; a boundary pixel is matched when a boundary pixel of the other
+  mask lies within Euclidean distance ``r`` (the dilation by ``skimage.morphology.disk(r)``,
+  the offsets with ``dy^2 + dx^2 <= r^2``), ``r = ceil(0.008 * sqrt(H^2 + W^2))``. Both
+  boundaries empty: F = 1; exactly one empty: F = 0. (A mask covering the whole frame
+  has an empty boundary.)
+* Frames: one target (a VRS object folder) at a time, over its annotated frames in
+  order; by default the first and last are dropped (``[1:-1]``, so a clip of 1 or 2
+  frames scores nothing), not with ``skip_first_last=False`` (``eval_auto_semi.sh``'s
+  ``--do_not_skip_first_and_last_frame``). Of those, the frames before the target first
+  shows up in the ground truth or the prediction are not scored, and a target whose
+  ground truth is empty on every remaining frame is not scored at all.
+* Aggregation: per clip (a VRS video, or one camera of an episode) and target, the mean
+  of J and of F over its scored frames; overall, per target, the mean of those clip
+  means over all clips (every clip weighs the same); J&F is (J + F) / 2 at each level.
+  Scores are kept in [0, 1]; tables and CSVs print them x 100 as the release does.
 
-RobotSeg's protocol (``from_first_present=True``) starts each target at the first
-frame where its ground truth is present (that frame is the prompt frame, then skipped
-with the last one), and a target whose ground truth is empty everywhere is not scored.
-
+Label maps are split into targets with ``segmentation.labels.target_mask``.
 No TensorFlow or Beam here: ``pipelines/evaluate.py`` reads datasets and calls these.
 """
 
@@ -75,16 +77,20 @@ class FrameScores:
 
 @dataclasses.dataclass(frozen=True)
 class EpisodeScores:
-    """Scores of one compared episode: every scored frame of every camera, and their mean.
+    """Scores of one compared episode: every scored frame of every camera, and the means.
 
     ``key`` names the ground-truth episode, ``pred_key`` the prediction that was scored
     against it (they differ when a pipeline output names its source episode).
+    ``clip_means`` holds, per camera, each target's mean over that camera's scored frames
+    (the release's per-object score of one video); ``mean`` is the mean of those over the
+    cameras (for a VRS video, its one clip).
     """
 
     key: str
     pred_key: str
     frames: tuple[FrameScores, ...]
     mean: dict[str, TargetScore]
+    clip_means: dict[str, dict[str, TargetScore]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,15 +158,22 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
 
 
 def boundary_tolerance_px(shape: tuple[int, int], bound_th: float = BOUND_TH) -> int:
-    """Matching radius in pixels: ``bound_th`` of the diagonal rounded up, or ``bound_th`` itself if >= 1."""
+    """Matching radius in pixels: ``bound_th`` of the diagonal rounded up, or ``bound_th`` itself if >= 1.
+
+    The diagonal is the correctly rounded square root of the exact integer ``H^2 + W^2``,
+    the value ``numpy.linalg.norm((H, W))`` gives, so the rounding up agrees with the release
+    even where ``bound_th * diagonal`` lands on a whole number.
+    """
     if bound_th >= 1:
         return int(bound_th)
-    return math.ceil(bound_th * math.hypot(shape[0], shape[1]))
+    height, width = int(shape[0]), int(shape[1])
+    return math.ceil(bound_th * math.sqrt(height * height + width * width))
 
 
 def _disk(radius: int) -> np.ndarray:
-    # The disk DAVIS dilates with (skimage.morphology.disk): offsets with x^2 + y^2 <= r^2.
-    # OpenCV's MORPH_ELLIPSE is a slightly different shape, so build it here.
+    # The release dilates with skimage.morphology.disk(r): offsets with x^2 + y^2 <= r^2.
+    # OpenCV's MORPH_ELLIPSE differs for r >= 2 (at r = 2 it also holds the offsets
+    # (dy, dx) = (+-1, +-2), at distance sqrt(5) > 2), so build the disk here.
     y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
     return (x * x + y * y <= radius * radius).astype(np.uint8)
 
@@ -204,9 +217,9 @@ def score_label_maps(
 
 
 def scored_frame_indices(num_frames: int, skip_first_last: bool = True) -> range:
-    """Positions of the frames to score: all but the first and last, unless the clip has <= 2."""
-    if skip_first_last and num_frames > 2:
-        return range(1, num_frames - 1)
+    """Positions of the annotated frames considered: all, or all but the first and last (none of 1 or 2 frames)."""
+    if skip_first_last:
+        return range(1, max(num_frames - 1, 1))
     return range(num_frames)
 
 
@@ -236,33 +249,22 @@ def score_clip(
     return frames_from_objects(camera, per_target)
 
 
-def scored_object_frames(
-    gt: np.ndarray,
-    pred: np.ndarray | None = None,
-    *,
-    skip_first_last: bool = True,
-    from_first_present: bool = False,
-) -> list[int]:
-    """Positions (into ``gt`` ``(T, H, W)``) of the frames one target is scored on.
+def scored_object_frames(gt: np.ndarray, pred: np.ndarray | None = None, *, skip_first_last: bool = True) -> list[int]:
+    """Positions (into ``gt`` ``(T, H, W)``, frames in annotation order) of the frames one target is scored on.
 
-    SA-V (default): all annotated frames but the first and last; of those, the ones
-    before the target first shows up in the ground truth or in ``pred`` are not
-    scored (``sav_benchmark.py`` only starts accumulating an object once it has seen it).
-    ``from_first_present``: RobotSeg's protocol, the target's track starts at its first
-    frame with ground truth (none: nothing is scored), then SA-V drops that first
-    (prompt) frame and the last.
+    The release's rule: of the considered frames (:func:`scored_frame_indices`), scoring
+    starts at the first where the target shows up in the ground truth or in ``pred``
+    (an object is only accumulated once seen); if the ground truth is empty on all of the
+    remaining frames, the target is not scored (only objects seen in the ground truth are
+    reported).
     """
-    gt = np.asarray(gt, bool)
-    gt_present = gt.reshape(len(gt), -1).any(axis=1)
-    if from_first_present:
-        if not gt_present.any():
-            return []
-        start = int(np.flatnonzero(gt_present)[0])
-        return [start + i for i in scored_frame_indices(len(gt) - start, skip_first_last)]
+    gt_present = np.asarray(gt, bool).reshape(len(gt), -1).any(axis=1)
     seen = gt_present if pred is None else gt_present | np.asarray(pred, bool).reshape(len(gt), -1).any(axis=1)
     frames = list(scored_frame_indices(len(gt), skip_first_last))
     while frames and not seen[frames[0]]:
         frames.pop(0)
+    if not any(gt_present[f] for f in frames):
+        return []
     return frames
 
 
@@ -272,19 +274,17 @@ def score_object(
     *,
     frame_ids: Sequence[int] | None = None,
     skip_first_last: bool = True,
-    from_first_present: bool = False,
     bound_th: float = BOUND_TH,
 ) -> list[tuple[int, TargetScore]]:
     """``(frame_id, score)`` per scored frame of one target's binary masks ``(T, H, W)``.
 
-    One object folder of a VRS video, scored as SA-V scores it (see
-    :func:`scored_object_frames` for which frames count).
+    One object folder of a VRS video; see :func:`scored_object_frames` for which frames count.
     """
     pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {pred.shape} != ground truth shape {gt.shape}")
     ids = list(range(len(gt))) if frame_ids is None else list(frame_ids)
-    frames = scored_object_frames(gt, pred, skip_first_last=skip_first_last, from_first_present=from_first_present)
+    frames = scored_object_frames(gt, pred, skip_first_last=skip_first_last)
     return [(int(ids[i]), score_masks(pred[i], gt[i], bound_th)) for i in frames]
 
 
@@ -298,13 +298,25 @@ def frames_from_objects(camera: str, per_target: Mapping[str, Sequence[tuple[int
 
 
 def episode_scores(key: str, pred_key: str, frames: Sequence[FrameScores], targets: Iterable[str] = TARGETS) -> EpisodeScores:
-    """Collect an episode's frame scores and average each target over the frames it was scored on."""
+    """Collect an episode's frame scores: per camera, each target averaged over the frames it was scored on.
+
+    A target scored on no frame of a camera (not in its ground truth) has no mean there.
+    """
+    targets = tuple(targets)
+    clip_means: dict[str, dict[str, TargetScore]] = {}
+    for camera in dict.fromkeys(f.camera for f in frames):
+        means = {}
+        for t in targets:
+            scored = [f.targets[t] for f in frames if f.camera == camera and t in f.targets]
+            if scored:
+                means[t] = TargetScore.mean(scored)
+        clip_means[camera] = means
     mean = {}
     for t in targets:
-        scored = [f.targets[t] for f in frames if t in f.targets]
-        if scored:  # a target scored on no frame (absent under RobotSeg's protocol) has no mean
-            mean[t] = TargetScore.mean(scored)
-    return EpisodeScores(key=key, pred_key=pred_key, frames=tuple(frames), mean=mean)
+        per_clip = [means[t] for means in clip_means.values() if t in means]
+        if per_clip:
+            mean[t] = TargetScore.mean(per_clip)
+    return EpisodeScores(key=key, pred_key=pred_key, frames=tuple(frames), mean=mean, clip_means=clip_means)
 
 
 def overall_scores(
@@ -315,12 +327,16 @@ def overall_scores(
     skip_first_last: bool = True,
     targets: Iterable[str] = TARGETS,
 ) -> EvalResult:
-    """The mean of the per-episode means, per target (over the episodes where it was scored)."""
+    """Per target, the mean over every clip (episode camera, or VRS video) of its per-clip mean.
+
+    This is the release's global score: the mean over all (video, object) scores, each
+    the mean over that object's scored frames; J&F = (J + F) / 2.
+    """
     if not episodes:
         raise ValueError("no episodes were scored")
     overall = {}
     for t in targets:
-        scored = [e.mean[t] for e in episodes if t in e.mean]
+        scored = [means[t] for e in episodes for means in e.clip_means.values() if t in means]
         if scored:
             overall[t] = TargetScore.mean(scored)
     return EvalResult(

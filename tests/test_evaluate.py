@@ -123,9 +123,11 @@ def test_read_vrs_video_keeps_each_object_folder_as_its_own_mask(tmp_path):
 
     dataset = evaluate.open_mask_dataset(tmp_path / "VRS" / "test", "train")
     assert dataset.kind == "vrs" and dataset.path.name == "mask_gt"
-    result = evaluate.evaluate(dataset, dataset)
+    result = evaluate.evaluate(dataset, dataset, skip_first_last=False)
     assert [e.key for e in result.episodes] == ["vid_a"]
     assert all(result.overall[t].JF == 1.0 for t in TARGETS)
+    # Two annotated frames minus the first and the last leave nothing (the release's [1:-1]).
+    assert evaluate.evaluate(dataset, dataset).overall == {}
 
 
 def test_overlapping_arm_and_gripper_are_scored_separately(tmp_path):
@@ -243,3 +245,72 @@ def test_dataset_without_masks_exits_2_naming_the_path(gt_dir, capsys):
 def test_unknown_camera_exits_2(gt_dir, capsys):
     assert run_cli(*["eval", "--pred", str(gt_dir), "--gt", str(gt_dir), "--cameras", "image_9"]) == 2
     assert "image_9" in capsys.readouterr().err
+
+
+def write_robot_masks(root: pathlib.Path, video: str, masks: list[np.ndarray]) -> None:
+    """Binary masks as a VRS robot folder: <root>/<video>/002/<frame:05d>.png (0 / 255)."""
+    folder = root / video / evaluate.VRS_OBJECT_DIRS["robot"]
+    folder.mkdir(parents=True)
+    for frame, mask in enumerate(masks):
+        cv2.imwrite(str(folder / f"{frame:05d}.png"), mask.astype(np.uint8) * 255)
+
+
+def test_two_video_vrs_folders_score_as_the_release_benchmark(tmp_path, capsys):
+    # 20 x 20 frames: tolerance r = ceil(0.008 * 28.28) = 1 px. A 4 x 4 square at rows and
+    # cols 5..8; the same square shifted right by one pixel has J = 12 / 20 and every
+    # boundary pixel within 1 px of the other outline, so F = 1.
+    empty = np.zeros((20, 20), bool)
+    square, shifted, far = empty.copy(), empty.copy(), empty.copy()
+    square[5:9, 5:9] = True
+    shifted[5:9, 6:10] = True
+    far[14:18, 14:18] = True
+    # Video a: frame 0 empty on both sides (before the object is first seen: not scored);
+    # then exact (1, 1), missed (0, 0), both empty after the start (1, 1), shifted (0.6, 1).
+    gt_a = [empty, square, square, empty, square]
+    pred_a = [empty, square, empty, empty, shifted]
+    # Video b: a false positive before the ground truth starts (0, 0), then exact twice.
+    gt_b = [empty, square, square]
+    pred_b = [far, square, square]
+    gt_root, pred_root = tmp_path / "VRS" / "test" / "mask_gt", tmp_path / "pred"
+    for video, gt, pred in (("video_a", gt_a, pred_a), ("video_b", gt_b, pred_b)):
+        write_robot_masks(gt_root, video, gt)
+        write_robot_masks(pred_root, video, pred)
+
+    # --do_not_skip_first_and_last_frame (eval_auto_semi.sh): per video the mean over its
+    # scored frames, x 100; overall the mean over the two videos, J&F = (J + F) / 2.
+    j_a, f_a = (1 + 0 + 1 + 0.6) / 4, (1 + 0 + 1 + 1) / 4
+    j_b, f_b = (0 + 1 + 1) / 3, (0 + 1 + 1) / 3
+    j, f = 100 * (j_a + j_b) / 2, 100 * (f_a + f_b) / 2
+    assert (j, f) != pytest.approx((100 * (2.6 + 2) / 7, 100 * (3 + 2) / 7))  # not the mean over all frames
+    report = tmp_path / "robotseg.json"
+    assert (
+        run_cli("eval", "--protocol", "robotseg", "--gt", tmp_path / "VRS" / "test", "--pred", pred_root, "--json", report) == 0
+    )
+    overall = json.loads(report.read_text())["settings"]["pred"]["overall"]
+    assert set(overall) == {"robot"}
+    assert 100 * overall["robot"]["J"] == pytest.approx(j)
+    assert 100 * overall["robot"]["F"] == pytest.approx(f)
+    assert 100 * overall["robot"]["JF"] == pytest.approx((j + f) / 2)
+    assert f"{(j + f) / 2:.1f}" in capsys.readouterr().out
+
+    # The release's default (first and last annotated frames skipped): video a frames 1..3
+    # (1, 0, 1), video b frame 1 only (1).
+    gt, pred = evaluate.open_mask_dataset(gt_root, "test"), evaluate.open_mask_dataset(pred_root, "test")
+    skipped = evaluate.evaluate(pred, gt).overall["robot"]
+    assert (skipped.J, skipped.F) == pytest.approx(((2 / 3 + 1) / 2, (2 / 3 + 1) / 2))
+    every = evaluate.evaluate(pred, gt, skip_first_last=False).overall["robot"]
+    assert (100 * every.J, 100 * every.F) == pytest.approx((j, f))
+
+
+def test_vrs_frames_are_ordered_by_file_name_as_the_release_lists_them(tmp_path):
+    # The release sorts os.listdir() names as strings; with unpadded names 10 comes before 2.
+    folder = tmp_path / "video" / evaluate.VRS_OBJECT_DIRS["robot"]
+    folder.mkdir(parents=True)
+    for frame in (1, 2, 10):
+        cv2.imwrite(str(folder / f"{frame}.png"), np.full((4, 4), 255 if frame == 10 else 0, np.uint8))
+    robot = evaluate.read_vrs_video(tmp_path / "video").objects["robot"]
+    assert robot.frame_ids == (1, 10, 2)
+    assert [m.any() for m in robot.masks] == [False, True, False]
+    (folder / "mask.png").write_bytes((folder / "1.png").read_bytes())
+    with pytest.raises(evaluate.EvalInputError, match="mask.png"):
+        evaluate.read_vrs_video(tmp_path / "video")

@@ -111,14 +111,15 @@ def test_eval_protocol_robotseg_runs_every_setting_and_writes_the_per_video_csv(
     assert "setting 3C" in out and "J&F" in out
 
 
-def test_eval_protocol_robotseg_scores_stored_predictions_from_the_first_present_frame(tmp_path):
+def test_eval_protocol_robotseg_scores_stored_predictions_from_the_first_seen_frame(tmp_path):
     split = tmp_path / "gt"
     labels = write_vrs_split(split, videos=1, frames=6)
     gripper = split / "mask_gt" / "video_0" / FOLDERS["gripper"]
     for i in (0, 1):  # the gripper's ground truth starts on frame 2
         cv2.imwrite(str(gripper / f"{i:05d}.png"), np.zeros((48, 64), np.uint8))
     pred = tmp_path / "pred"
-    for target, folder in FOLDERS.items():  # a perfect prediction, except the gripper on frame 1 (before its ground truth)
+    # A perfect prediction, except the gripper: empty on frame 0, and on frame 1 (before its ground truth) present.
+    for target, folder in FOLDERS.items():
         (pred / "video_0" / folder).mkdir(parents=True)
         for i, label in enumerate(labels["video_0"]):
             mask = target_mask(label, target) if (target, i) != ("gripper", 0) else np.zeros((48, 64), bool)
@@ -126,8 +127,11 @@ def test_eval_protocol_robotseg_scores_stored_predictions_from_the_first_present
     table = tmp_path / "pred.csv"
     assert run_cli("eval", "--protocol", "robotseg", "--gt", split, "--pred", pred, "--csv", table) == 0
     rows = {r["target"]: r for r in csv.DictReader(table.open())}
-    # The gripper is scored from its first ground-truth frame (2) on, the robot on all 6 frames.
-    assert rows["gripper"]["frames"] == "4" and float(rows["gripper"]["JF"]) == 100.0
+    # As the release's benchmark: the gripper is scored from the first frame where it shows up
+    # in the ground truth or the prediction (1, a false positive: J = F = 0), so 5 frames and
+    # J&F = 4/5; the robot on all 6 frames.
+    assert labels["video_0"][1].any() and target_mask(labels["video_0"][1], "gripper").any()
+    assert rows["gripper"]["frames"] == "5" and float(rows["gripper"]["JF"]) == pytest.approx(80.0)
     assert rows["robot"]["frames"] == "6" and float(rows["robot"]["JF"]) == 100.0
 
 
