@@ -16,7 +16,8 @@ sees different parts of the scene over time, and the median draws edges twice an
 ghosts. With ``motion: auto`` the plate first lines every sampled frame up with the middle one
 (``backgrounds.alignment``: a homography per frame, robot and objects masked out), takes the
 median in the middle frame's view (a canvas that grows to hold what the other frames see),
-inpaints what no frame shows, and warps that plate back into each frame: the background
+takes the pixels the full mask dilation hides in every frame from the frames a thinner mask
+shows them in, inpaints what no frame shows, and warps that plate back into each frame: the background
 becomes per frame (:class:`MovingPlate`). When the camera does not move (a few frames spread
 through the episode all align within ``static_px`` of no motion) the plate is the static one,
 exactly as without ``motion``.
@@ -189,7 +190,9 @@ def moving_clean_plate(
     """The clean plate of ``frames`` in the view of the middle frame, after lining every frame up with it.
 
     ``frames`` ``(n, H, W, 3)`` uint8 and ``foreground`` ``(n, H, W)`` bool as for
-    :func:`clean_plate`. Returns ``(canvas, to_canvas, reference, alignments)``: the plate on a
+    :func:`clean_plate`. Canvas pixels that ``dilate_px`` hides in every frame take the median of
+    the frames that show them under a thinner dilation (down to the mask itself, leak-free for the
+    warp) before the rest is inpainted. Returns ``(canvas, to_canvas, reference, alignments)``: the plate on a
     canvas that holds the reference view and what the other frames see around it (``None``
     when fewer than half of the frames align), each frame's homography frame -> canvas (None
     where it did not align), the prepared reference (to align more frames to) and each frame's
@@ -214,15 +217,22 @@ def moving_clean_plate(
     to_canvas = [offset @ a.homography if a.ok else None for a in alignments]
     width, height = canvas_size
     warped = np.empty((len(aligned), height, width, 3), np.uint8)
-    unseen = np.empty((len(aligned), height, width), bool)
     for row, i in enumerate(aligned):
         warped[row] = cv2.warpPerspective(frames[i], to_canvas[i], canvas_size, flags=cv2.INTER_LINEAR)
-        # Outside the frame's view counts as hidden, like the robot.
-        shown = cv2.warpPerspective(
-            (~hidden[i]).astype(np.uint8), to_canvas[i], canvas_size, flags=cv2.INTER_NEAREST, borderValue=0
-        )
-        unseen[row] = shown == 0
-    canvas, seen = visible_median(warped, unseen)
+    canvas, seen = visible_median(warped, _unseen_on_canvas(hidden, aligned, to_canvas, canvas_size))
+    # Canvas pixels that every frame hides under the full dilation (mostly around the robot's base,
+    # which never moves) but that some frames show under a thinner one, down to the mask itself:
+    # their median over those frames is the scene there, far closer to it than inpainting. These
+    # thinner masks are made leak-free for the warp instead of dilated: a canvas pixel counts as
+    # hidden if its bilinear sample touches any hidden frame pixel.
+    for thinner in range(dilate_px - 1, -1, -1):
+        if seen.all():
+            break
+        unseen = _unseen_on_canvas(dilated_masks(foreground, thinner), aligned, to_canvas, canvas_size, exact=True)
+        median, seen_thinner = visible_median(warped, unseen)
+        recovered = seen_thinner & ~seen
+        canvas[recovered] = median[recovered]
+        seen |= recovered
     # Inpaint what no frame shows, but only inside (and just around) the frames' views: the
     # rest of the canvas is never read back.
     footprint = np.zeros((height, width), np.uint8)
@@ -234,6 +244,36 @@ def moving_clean_plate(
     if seen.any() and holes.any():
         canvas = cv2.inpaint(canvas, holes.astype(np.uint8), inpaint_radius, cv2.INPAINT_TELEA)
     return canvas, to_canvas, reference, alignments
+
+
+def _unseen_on_canvas(
+    hidden: np.ndarray,
+    aligned: list[int],
+    to_canvas: list[np.ndarray | None],
+    canvas_size: tuple[int, int],
+    exact: bool = False,
+) -> np.ndarray:
+    """``(len(aligned), height, width)`` bool: canvas pixels each aligned frame does not show (its
+    ``hidden`` pixels, and everything outside its view).
+
+    By default a canvas pixel is hidden when its nearest frame pixel is (the mask's dilation
+    absorbs the warp's blur). With ``exact``, it is hidden when its bilinear sample draws on any
+    hidden frame pixel or on anything outside the frame: no hidden colour reaches a shown pixel.
+    """
+    width, height = canvas_size
+    unseen = np.empty((len(aligned), height, width), bool)
+    for row, i in enumerate(aligned):
+        if exact:
+            weight = cv2.warpPerspective(
+                hidden[i].astype(np.float32), to_canvas[i], canvas_size, flags=cv2.INTER_LINEAR, borderValue=1.0
+            )
+            unseen[row] = weight > 0
+        else:
+            shown = cv2.warpPerspective(
+                (~hidden[i]).astype(np.uint8), to_canvas[i], canvas_size, flags=cv2.INTER_NEAREST, borderValue=0
+            )
+            unseen[row] = shown == 0
+    return unseen
 
 
 def _looks_static(frames: np.ndarray, foreground: np.ndarray, options: CleanPlateOptions) -> bool:
