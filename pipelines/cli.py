@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(subparsers)
     _add_inspect(subparsers)
     # Commands that live beside the code they run add their own parsers.
-    for name in ("pipelines.sample_data", "pipelines.evaluate", "pipelines.weights", "pipelines.finetune", "pipelines.merge"):
+    for name in ("pipelines.sample_data", "pipelines.evaluate", "pipelines.weights", "pipelines.finetune", "pipelines.merge", "policy_bench.cli"):
         importlib.import_module(name).add_parser(subparsers)
     return parser
 
