@@ -115,7 +115,9 @@ def _train_and_evaluate(job: dict) -> list[dict]:
     torch.set_num_threads(1)
     started = time.monotonic()
     data = policy.TrainingData.of(demos.read_dataset(job["dataset"]))
-    model = policy.train(data, seed=job["seed"], steps=job["steps"], batch=job["batch"], augment=job["baseline"])
+    # `large` trains on a GPU when there is one; the other sizes stay on the CPU, like the tests.
+    device = "cuda" if job["gpu"] and torch.cuda.is_available() else "cpu"
+    model = policy.train(data, seed=job["seed"], steps=job["steps"], batch=job["batch"], augment=job["baseline"], device=device)
     trained = time.monotonic()
     records = []
     for condition, scene in job["conditions"].items():
@@ -193,6 +195,7 @@ def run_bench(
             "tasks": tasks,
             "size": size.image_size,
             "cache": cache,
+            "gpu": size.name == "large",
         }
         for seed in range(size.seeds)
         for arm in arms

@@ -98,11 +98,15 @@ def baseline_augment(images: torch.Tensor, generator: torch.Generator, pad: int 
     return out.clamp(0.0, 1.0)
 
 
-def train(data: TrainingData, seed: int, steps: int, batch: int, augment: bool) -> Policy:
-    """Behaviour cloning: MSE on the scaled xyz step, cross-entropy on the gripper command."""
+def train(data: TrainingData, seed: int, steps: int, batch: int, augment: bool, device: str = "cpu") -> Policy:
+    """Behaviour cloning: MSE on the scaled xyz step, cross-entropy on the gripper command.
+
+    Batches are drawn on the CPU from ``seed`` (so every device sees the same batches); the
+    network trains on ``device`` and comes back on the CPU for rollouts.
+    """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = Policy(size=data.images.shape[1])
+    model = Policy(size=data.images.shape[1]).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     images = torch.from_numpy(data.images).permute(0, 3, 1, 2)  # uint8, converted per batch
     proprio, task = torch.from_numpy(data.proprio), torch.from_numpy(data.task)
@@ -114,15 +118,15 @@ def train(data: TrainingData, seed: int, steps: int, batch: int, augment: bool) 
         x = images[index].float() / 255.0
         if augment:
             x = baseline_augment(x, generator)
-        out = model(x, proprio[index], task[index])
-        loss = nn.functional.mse_loss(out[:, :3], target_xyz[index]) + 0.1 * nn.functional.binary_cross_entropy_with_logits(
-            out[:, 3], target_grip[index]
-        )
+        out = model(x.to(device), proprio[index].to(device), task[index].to(device))
+        loss = nn.functional.mse_loss(
+            out[:, :3], target_xyz[index].to(device)
+        ) + 0.1 * nn.functional.binary_cross_entropy_with_logits(out[:, 3], target_grip[index].to(device))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
     model.eval()
-    return model
+    return model.cpu()
 
 
 @torch.no_grad()

@@ -55,10 +55,10 @@ def _records(arm: str, successes: dict[int, list[bool]]) -> list[dict]:
 
 def test_paired_bootstrap_difference_and_interval():
     rng = np.random.default_rng(0)
-    base = {seed: list(rng.random(40) < 0.3) for seed in range(3)}
+    base = {seed: [bool(x) for x in rng.random(40) < 0.3] for seed in range(3)}
     better = {seed: [True if i % 2 == 0 else s for i, s in enumerate(outcomes)] for seed, outcomes in base.items()}
     diff, low, high = stats.paired_bootstrap(_records("a", better), _records("b", base))
-    expected = np.mean([b - a for seed in base for a, b in zip(base[seed], better[seed])])
+    expected = np.mean([int(b) - int(a) for seed in base for a, b in zip(base[seed], better[seed])])
     assert diff == pytest.approx(expected) and 0 < low < diff < high
     same = stats.paired_bootstrap(_records("a", base), _records("b", base))
     assert same == (0.0, 0.0, 0.0)
@@ -190,9 +190,9 @@ def test_rollouts_are_reproducible_with_a_seed(tmp_path):
     first = _trace(model, scene, rollout.rollout_seed(3), tmp_path)
     np.testing.assert_array_equal(first, _trace(model, scene, rollout.rollout_seed(3), tmp_path))
     assert not np.array_equal(first, _trace(model, scene, rollout.rollout_seed(4), tmp_path))
-    records = rollout.evaluate(model, scene, 2, ["lift", "push"], 32, str(tmp_path))
-    assert records == rollout.evaluate(model, scene, 2, ["lift", "push"], 32, str(tmp_path))
-    assert [r["task"] for r in records] == ["lift", "push"]
+    records = rollout.evaluate(model, scene, 1, ["lift", "push"], 32, str(tmp_path))
+    assert records == rollout.evaluate(model, scene, 1, ["lift", "push"], 32, str(tmp_path))
+    assert [r["task"] for r in records] == ["lift"] and records[0]["steps"] >= 1
 
 
 def test_baseline_augment_crops_and_jitters():
