@@ -23,6 +23,7 @@ import time
 from typing import Callable
 
 import torch
+import yaml
 
 from policy_bench import augment, demos, policy, rollout, scenes
 from policy_bench.tasks import TASKS
@@ -141,6 +142,12 @@ def run_bench(
     for recipe in recipes:
         if not recipe.is_file():
             raise BenchError(f"--recipe: {recipe} does not exist")
+    try:
+        names = [augment.recipe_name(r) for r in recipes]
+    except (OSError, yaml.YAMLError) as e:
+        raise BenchError(f"--recipe: cannot read a recipe: {e}") from e
+    if len(set(names)) < len(names):
+        raise BenchError(f"--recipe: two recipes share a name ({', '.join(names)}); arms are named after recipes")
     eval_files = eval_background_files(eval_backgrounds)
     check_no_leak(recipes, eval_files)
     conditions = scenes.test_conditions(eval_files)

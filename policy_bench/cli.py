@@ -6,11 +6,12 @@ import argparse
 import pathlib
 import sys
 
+#: policy_bench.bench.SIZES's keys, named here so that building the parser does not import torch.
+SIZE_NAMES = ("quick", "standard", "large")
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``policy-bench`` subcommand."""
-    from policy_bench.bench import SIZES
-
+    """Add the ``policy-bench`` subcommand (imports nothing heavy: every oxe-augment command builds this parser)."""
     parser = subparsers.add_parser(
         "policy-bench",
         help="train small policies on augmented vs plain demonstrations and measure success in unseen scenes",
@@ -21,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "scene and in unseen test scenes. Writes results.json, summary.md and results.png to --out."
         ),
     )
-    parser.add_argument("--size", choices=sorted(SIZES), default="quick", help="quick (checks the machinery), standard, large")
+    parser.add_argument("--size", choices=SIZE_NAMES, default="quick", help="quick (checks the machinery), standard, large")
     parser.add_argument(
         "--recipe",
         action="append",

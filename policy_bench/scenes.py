@@ -82,9 +82,8 @@ TRAIN = Scene(
 def test_conditions(eval_backgrounds: list[str] | None = None) -> dict[str, Scene]:
     """The evaluation conditions by name: ``train`` (the seen scene), one per axis, and ``all``.
 
-    With ``eval_backgrounds`` (image paths), the backdrop axis uses the first photograph
-    instead of a procedural pattern, and ``backdrop_photos`` is not needed: every photo is
-    used through :func:`backdrop_variants`.
+    With ``eval_backgrounds`` (image paths, sorted), the first photograph is the backdrop of
+    the ``backdrop`` and ``all`` conditions instead of the procedural rings.
     """
     table = Look("marble", (EVAL_SEED_SPACE, 0, 0), ((0.20, 0.32, 0.45), (0.85, 0.88, 0.90)))
     if eval_backgrounds:

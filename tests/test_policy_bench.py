@@ -142,11 +142,31 @@ def test_eval_backgrounds_inside_a_recipe_library_are_refused(tmp_path):
     assert photo_scene.backdrop.kind == "photo" and scenes.render_look(photo_scene.backdrop)[0, 0].tolist() == [200, 10, 30]
 
 
+def test_the_parser_knows_every_size_without_importing_the_benchmark():
+    from policy_bench import cli
+
+    assert cli.SIZE_NAMES == tuple(bench.SIZES)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pipelines.cli import build_parser; build_parser(); print('torch' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--eval-backgrounds", "/nonexistent/photos"], "is not a folder"),
         (["--recipe", "/nonexistent/recipe.yaml"], "does not exist"),
+        (
+            ["--recipe", str(ROOT / "configs" / "textures.yaml"), "--recipe", str(ROOT / "configs" / "textures.yaml")],
+            "share a name",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(args, message, tmp_path, capsys):
