@@ -135,7 +135,10 @@ def run_bench(
     eval_backgrounds: str | None = None,
     progress: Callable[[str], None] = print,
 ) -> dict:
-    """Run the benchmark into ``out``; returns the results (also written to ``out/results.json``)."""
+    """Run the benchmark into ``out``; returns the results (also written to ``out/results.json``).
+
+    ``progress`` gets one line per stage and per trained policy; the table is in ``out/summary.md``.
+    """
     from policy_bench import report
 
     recipes = [pathlib.Path(r) for r in (recipes or [augment.DEFAULT_RECIPE])]
@@ -248,8 +251,7 @@ def run_bench(
         ),
     }
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    table = report.write_summary(results, out / "summary.md")
+    report.write_summary(results, out / "summary.md")
     report.write_plot(results, out / "results.png")
-    progress(table)
     progress(f"wrote {out / 'results.json'}, {out / 'summary.md'}, {out / 'results.png'} ({timings['total_s']:.0f} s)")
     return results

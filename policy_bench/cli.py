@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import pathlib
 import sys
+import tempfile
 
 #: policy_bench.bench.SIZES's keys, named here so that building the parser does not import torch.
 SIZE_NAMES = ("quick", "standard", "large")
@@ -36,21 +39,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_policy_bench(args: argparse.Namespace) -> int:
-    """Handler: run the benchmark; exit 2 on bad input, 1 if a recipe run failed."""
+    """Handler: run the benchmark; exit 2 on bad input, 1 if a recipe run failed.
+
+    Progress lines go to standard error, the summary table to standard output at the end.
+    Without -v, what TensorFlow, pybullet and the recipe runs print natively goes to a log
+    file, as with ``oxe-augment run``.
+    """
+    from pipelines.console import Console, quiet_native_output
     from policy_bench.augment import AugmentError
     from policy_bench.bench import SIZES, BenchError, run_bench
 
-    def progress(line: str) -> None:
-        print(line, flush=True)
-
-    try:
-        run_bench(
-            SIZES[args.size], pathlib.Path(args.out), [pathlib.Path(r) for r in args.recipe], args.eval_backgrounds, progress
-        )
-    except BenchError as e:
-        print(f"policy-bench: {e}", file=sys.stderr)
-        return 2
-    except AugmentError as e:
-        print(f"policy-bench: {e}", file=sys.stderr)
-        return 1
+    log_path = os.path.join(tempfile.gettempdir(), f"oxe-augment-policy-bench-{os.getpid()}.log")
+    verbose = getattr(args, "verbose", False)
+    native = contextlib.nullcontext(Console()) if verbose else quiet_native_output(log_path)
+    out = pathlib.Path(args.out)
+    error = None
+    with native as console:
+        try:
+            run_bench(SIZES[args.size], out, [pathlib.Path(r) for r in args.recipe], args.eval_backgrounds, console.line)
+        except BenchError as e:
+            error = (2, f"policy-bench: {e}")
+        except AugmentError as e:
+            error = (1, f"policy-bench: {e}")
+    if error:
+        print(error[1], file=sys.stderr)
+        return error[0]
+    with contextlib.suppress(OSError):
+        os.remove(log_path)
+    print((out / "summary.md").read_text())
     return 0

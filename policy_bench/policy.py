@@ -12,12 +12,16 @@ import dataclasses
 
 import numpy as np
 import torch
+import torch._dynamo  # noqa: F401  (see below)
 from torch import nn
 
 from policy_bench.demos import Demo
 from policy_bench.sim import MAX_STEP, PROPRIO_SIZE
 from policy_bench.tasks import TASKS
 
+# torch._dynamo is imported above, before anything loads TensorFlow: the optimiser imports it
+# (and triton) lazily, and importing triton after TensorFlow segfaults with this project's
+# pinned versions (seen in a spawned worker: read the dataset with tfds, then Adam()).
 TASK_NAMES = tuple(TASKS)
 
 
