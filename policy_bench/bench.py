@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import pathlib
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable
 
 import torch
@@ -213,11 +214,12 @@ def run_bench(
     progress(f"  training and rolling out {len(jobs)} policies ({len(arms)} arms x {size.seeds} seeds), {size.workers} worker(s)")
     t = time.monotonic()
     records, job_timings = [], []
-    if size.workers > 1:
-        pool = multiprocessing.get_context("spawn").Pool(size.workers)
-        results = pool.imap_unordered(_train_and_evaluate, jobs)
+    # A worker that dies (a native crash) fails the run instead of leaving it waiting forever.
+    executor = ProcessPoolExecutor(size.workers, mp_context=multiprocessing.get_context("spawn")) if size.workers > 1 else None
+    if executor is not None:
+        results = (future.result() for future in as_completed([executor.submit(_train_and_evaluate, job) for job in jobs]))
     else:
-        pool, results = None, map(_train_and_evaluate, jobs)
+        results = map(_train_and_evaluate, jobs)
     try:
         for done, result in enumerate(results, start=1):
             timing, rows = result[0]["timing"], result[1:]
@@ -230,9 +232,8 @@ def run_bench(
                 f"(train {timing['train_s']:.0f} s, rollouts {timing['rollout_s']:.0f} s); ETA {elapsed / done * (len(jobs) - done):.0f} s"
             )
     finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
     timings["policies_s"] = time.monotonic() - t
     timings["total_s"] = time.monotonic() - start
 
