@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands that live beside the code they run add their own parsers.
     for name in ("pipelines.sample_data", "pipelines.evaluate", "pipelines.weights", "pipelines.finetune", "pipelines.merge"):
         importlib.import_module(name).add_parser(subparsers)
+    importlib.import_module("policy_bench.cli").add_parser(subparsers)  # the closed-loop benchmark, docs/policy_bench.md
     return parser
 
 
