@@ -33,6 +33,8 @@ class Episode:
     split: str
     index: int
     example: dict[str, Any]
+    # The shard file it was read from: every failure record names it, whatever the stage.
+    source: str = ""
     # camera -> (T, H, W) uint8 label maps, held as PNG per frame (segmentation.frames.Frames):
     # the robot's, and the task objects' (0 none, k object k) where the source found any.
     masks: dict[str, Frames] = dataclasses.field(default_factory=dict)

@@ -136,7 +136,7 @@ class CopyEpisodes(beam.DoFn):
         except Exception as e:  # noqa: BLE001 - this episode's, as in the compose stage
             if self._fail_fast:
                 raise
-            yield failed(key, episode.split, "compose", f"compose failed: {type(e).__name__}: {e}"[:2000])
+            yield failed(key, episode.split, "compose", f"compose failed: {type(e).__name__}: {e}"[:2000], episode.source)
             return
         yield episode.key, example
         record = EpisodeRecord(

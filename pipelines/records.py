@@ -33,7 +33,7 @@ class EpisodeRecord:
     status: str  # "written" | "failed"
     reason: str = ""
     stage: str = ""
-    source: str = ""  # the shard file, for episodes lost while reading
+    source: str = ""  # the shard file the episode was read from (every stage's failures name it)
     steps: int = 0
     frames: int = 0  # camera frames processed (steps x cameras)
     written: int = 0  # output episodes written from this one

@@ -395,7 +395,7 @@ def decode_episode(features, raw: RawEpisode, decoders: dict) -> Episode:
     example["steps"] = list(example["steps"])
     if not example["steps"]:
         raise ValueError("episode has no steps")
-    return Episode(key=raw.key, split=raw.split, index=raw.index, example=example)
+    return Episode(key=raw.key, split=raw.split, index=raw.index, example=example, source=raw.source)
 
 
 # ---------------------------------------------------------------------------------------

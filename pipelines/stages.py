@@ -59,7 +59,7 @@ def _route_result(keyed_result) -> Iterator[Any]:
     key, result = keyed_result
     if isinstance(result.inference, StageFailure):
         episode: Episode = result.example
-        yield failed(key, episode.split, result.inference.stage, result.inference.reason)
+        yield failed(key, episode.split, result.inference.stage, result.inference.reason, episode.source)
     else:
         yield key, result.inference
 
@@ -121,7 +121,7 @@ class ComposeVariants(beam.DoFn):
         except Exception as e:  # noqa: BLE001
             if self._fail_fast:
                 raise
-            yield failed(key, episode.split, "compose", f"compose failed: {readable_error(e)}"[:2000])
+            yield failed(key, episode.split, "compose", f"compose failed: {readable_error(e)}"[:2000], episode.source)
             return
         for out_key, example in outputs:
             yield out_key, example

@@ -240,6 +240,8 @@ def test_mask_of_the_wrong_size_fails_that_episode_only(sample_dir, tmp_path):
     (failure,) = read_failures(out)
     assert failure["key"] == "train/000001"
     assert failure["stage"] == "segment" and "shape" in failure["reason"]
+    # A failure after reading still names the shard the episode came from.
+    assert os.path.basename(failure["source"]).startswith("oxe_augment_sample-train.tfrecord-00000-of-")
 
 
 def test_protected_regions_keep_the_original_scene(sample_dir, tmp_path):
